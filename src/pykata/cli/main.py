@@ -1,0 +1,64 @@
+"""The `pykata` command: argument parsing and dispatch. Heavy imports happen per command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from pykata.domain.errors import PykataError
+
+EXIT_PYKATA_ERROR = 125
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pykata", description="Containers in lightweight VMs.")
+    p.add_argument("--config", help="configuration file (default: $PYKATA_CONF_FILE, "
+                   "/etc/pykata/configuration.toml, built-in defaults)")
+    p.add_argument("--debug", action="store_true", help="log what pykata does to stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a container in a new VM",
+                         description="Run a container in a new VM; exit with its exit code "
+                         "(128+N when killed by signal N).")
+    src = run.add_mutually_exclusive_group()
+    src.add_argument("--bundle", help="OCI bundle directory (config.json + rootfs)")
+    src.add_argument("--rootfs", help="root filesystem directory; a default spec around it")
+    run.add_argument("-i", "--interactive", action="store_true",
+                     help="send pykata's stdin to the container")
+    run.add_argument("cmd", nargs=argparse.REMAINDER,
+                     help="command and arguments (after --); default: the bundle's, or sh")
+
+    image = sub.add_parser("image", help="build or describe the guest image")
+    isub = image.add_subparsers(dest="image_command", required=True)
+    build = isub.add_parser("build", help="(re)build the guest kernel + initramfs")
+    build.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    build.add_argument("--oci-runtime", choices=("crun", "runc"), default="crun")
+    build.add_argument("--compression", choices=("none", "gzip", "zstd"), default=None)
+    info = isub.add_parser("info", help="versions, sizes and sha256 of the guest image")
+    info.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="pykata: %(levelname)s: %(name)s: %(message)s")
+    try:
+        if args.command == "run":
+            from pykata.cli import run
+
+            return run.main(args)
+        from pykata.cli import image
+
+        return image.main(args)
+    except PykataError as exc:
+        print(f"pykata: error: {exc}", file=sys.stderr)
+        return EXIT_PYKATA_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

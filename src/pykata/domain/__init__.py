@@ -1,0 +1,1 @@
+"""Value types, the config model and the error hierarchy. Standard library only, no I/O."""

@@ -1,0 +1,15 @@
+"""Facts about the host that plans depend on. Values only; pykata.host reads them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    cpu_flags: frozenset[str]
+    kvm_usable: bool          # /dev/kvm opens and answers KVM_GET_API_VERSION
+    kvm_detail: str           # why not, when it is not
+    vhost_vsock: bool         # /dev/vhost-vsock exists
+    online_cpus: int
+    mem_total_mib: int

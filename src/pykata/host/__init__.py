@@ -1,0 +1,1 @@
+"""Reading host facts (CPU flags, KVM, QEMU binary) and applying host effects."""

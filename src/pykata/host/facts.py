@@ -1,0 +1,54 @@
+"""Read the host facts plans need: CPU flags, KVM usability, vsock, CPUs and memory."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from pykata.domain.host import HostFacts
+
+_KVM_GET_API_VERSION = 0xAE00
+_KVM_API_VERSION = 12
+
+
+def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def probe_kvm(dev: str = "/dev/kvm") -> tuple[bool, str]:
+    try:
+        fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        return False, f"cannot open {dev}: {exc.strerror}"
+    try:
+        version = fcntl.ioctl(fd, _KVM_GET_API_VERSION)
+    except OSError as exc:
+        return False, f"{dev} KVM_GET_API_VERSION failed: {exc.strerror}"
+    finally:
+        os.close(fd)
+    if version != _KVM_API_VERSION:
+        return False, f"{dev} speaks KVM API {version}, need {_KVM_API_VERSION}"
+    return True, ""
+
+
+def read_mem_total_mib(meminfo: Path = Path("/proc/meminfo")) -> int:
+    for line in meminfo.read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    return 0
+
+
+def read_host_facts() -> HostFacts:
+    kvm_ok, kvm_detail = probe_kvm()
+    return HostFacts(
+        cpu_flags=read_cpu_flags(),
+        kvm_usable=kvm_ok,
+        kvm_detail=kvm_detail,
+        vhost_vsock=os.path.exists("/dev/vhost-vsock"),
+        online_cpus=len(os.sched_getaffinity(0)),
+        mem_total_mib=read_mem_total_mib(),
+    )

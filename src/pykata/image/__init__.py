@@ -1,0 +1,1 @@
+"""The guest image builder: kernel + initramfs assembled from Debian packages."""

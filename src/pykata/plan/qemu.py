@@ -1,0 +1,177 @@
+"""QEMU command lines as data: one small frozen dataclass per option, `args()` gives argv.
+
+Building argv opens no file and no socket. Sockets QEMU serves are handed over as inherited
+file descriptors (`fd=N`), chosen by the caller and recorded here as plain numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class QemuOption(Protocol):
+    def args(self) -> list[str]: ...
+
+
+def _kv(head: str, **opts: str | int | None) -> str:
+    parts = [head] + [f"{k.replace('_', '-')}={v}" for k, v in opts.items() if v is not None]
+    return ",".join(p for p in parts if p)
+
+
+@dataclass(frozen=True)
+class Base:
+    """Options every pykata VM gets: no default devices, no monitor, no reboot."""
+
+    name: str
+
+    def args(self) -> list[str]:
+        return ["-name", self.name, "-nodefaults", "-no-user-config", "-nographic",
+                "-no-reboot"]
+
+
+@dataclass(frozen=True)
+class Machine:
+    type: str
+    memory_backend: str | None = None
+    extra: str = ""
+
+    def args(self) -> list[str]:
+        head = ",".join(p for p in (self.type, self.extra) if p)
+        return ["-machine", _kv(head, memory_backend=self.memory_backend)]
+
+
+@dataclass(frozen=True)
+class Accel:
+    kind: str  # "kvm" or "tcg"
+    tb_size_mib: int = 64
+
+    def args(self) -> list[str]:
+        if self.kind == "tcg":
+            # One host thread per vCPU (pinning needs it); a bounded translation cache.
+            return ["-accel", f"tcg,thread=multi,tb-size={self.tb_size_mib}"]
+        return ["-accel", self.kind]
+
+
+@dataclass(frozen=True)
+class Cpu:
+    model: str
+
+    def args(self) -> list[str]:
+        return ["-cpu", self.model]
+
+
+@dataclass(frozen=True)
+class Smp:
+    cpus: int
+    max_cpus: int
+
+    def args(self) -> list[str]:
+        return ["-smp", f"{self.cpus},maxcpus={self.max_cpus}"]
+
+
+@dataclass(frozen=True)
+class Memory:
+    size_mib: int
+
+    def args(self) -> list[str]:
+        return ["-m", f"{self.size_mib}M"]
+
+
+@dataclass(frozen=True)
+class MemfdBackend:
+    """Guest RAM in a shareable memfd: vhost-user (virtiofsd) must map it."""
+
+    id: str
+    size_mib: int
+
+    def args(self) -> list[str]:
+        return ["-object", f"memory-backend-memfd,id={self.id},size={self.size_mib}M,share=on"]
+
+
+@dataclass(frozen=True)
+class DirectBoot:
+    kernel: str
+    initrd: str
+    append: str
+
+    def args(self) -> list[str]:
+        return ["-kernel", self.kernel, "-initrd", self.initrd, "-append", self.append]
+
+
+@dataclass(frozen=True)
+class QmpMonitor:
+    """QMP on a listening socket the caller created and passes as `fd`."""
+
+    fd: int
+
+    def args(self) -> list[str]:
+        return ["-chardev", f"socket,id=qmp,fd={self.fd},server=on,wait=off",
+                "-mon", "chardev=qmp,mode=control"]
+
+
+@dataclass(frozen=True)
+class SerialConsole:
+    """The guest's ttyS0, written to a log file."""
+
+    path: str
+
+    def args(self) -> list[str]:
+        return ["-chardev", f"file,id=console,path={self.path}", "-serial", "chardev:console"]
+
+
+@dataclass(frozen=True)
+class AgentSerialPort:
+    """virtio-serial port `name` on a listening socket passed as `fd`."""
+
+    fd: int
+    name: str = "agent.channel.0"
+
+    def args(self) -> list[str]:
+        return ["-device", "virtio-serial-pci,id=serial0",
+                "-chardev", f"socket,id=agent,fd={self.fd},server=on,wait=off",
+                "-device", f"virtserialport,chardev=agent,id=channel0,name={self.name}"]
+
+
+@dataclass(frozen=True)
+class Vsock:
+    guest_cid: int
+
+    def args(self) -> list[str]:
+        return ["-device", f"vhost-vsock-pci,id=vsock0,guest-cid={self.guest_cid}"]
+
+
+@dataclass(frozen=True)
+class VirtioFs:
+    """vhost-user-fs on virtiofsd's socket at `path` (virtiofsd listens, QEMU connects)."""
+
+    path: str
+    tag: str
+
+    def args(self) -> list[str]:
+        return ["-chardev", f"socket,id=fs0,path={self.path}",
+                "-device", f"vhost-user-fs-pci,chardev=fs0,tag={self.tag},queue-size=1024"]
+
+
+@dataclass(frozen=True)
+class Rng:
+    """virtio-rng: the guest's CRNG is ready at once instead of waiting for jitter entropy."""
+
+    def args(self) -> list[str]:
+        return ["-object", "rng-random,id=rng0,filename=/dev/urandom",
+                "-device", "virtio-rng-pci,rng=rng0"]
+
+
+def build_argv(binary: str, options: Iterable[QemuOption]) -> list[str]:
+    argv = [binary]
+    for option in options:
+        argv.extend(option.args())
+    return argv
+
+
+def format_argv(argv: Sequence[str]) -> str:
+    """One line a person can paste into a shell."""
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in argv)

@@ -1,0 +1,1 @@
+"""The sandbox lifecycle: plan, launch, connect, containers, tear down."""

@@ -1,0 +1,141 @@
+"""A sandbox: one VM, its agent connection, and the containers in it.
+
+Every resource is registered on an AsyncExitStack the moment it exists, so `stop()`
+unwinds exactly what was set up, in reverse order, after success, failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+
+from pykata.domain.config import Config
+from pykata.domain.errors import PykataError, ProtocolError, RpcError, VmmError
+from pykata.domain.host import HostFacts
+from pykata.domain.spec import Spec
+from pykata.host import mounts
+from pykata.plan.guest_spec import plan_guest_spec
+from pykata.plan.vm import GUEST_SHARED_DIR, SHARED_TAG, VmPlan, plan_vm
+from pykata.protocol.pb import agent_pb2 as pb
+from pykata.protocol.ttrpc_aio import TtrpcClient
+from pykata.sandbox.agent_client import AgentClient
+from pykata.sandbox.state import SandboxState, check_transition, require
+from pykata.vmm import vm as vmm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    host_rootfs_mount: str
+
+
+class Sandbox:
+    def __init__(self, cfg: Config, facts: HostFacts, sandbox_id: str | None = None) -> None:
+        self.id = sandbox_id or uuid.uuid4().hex
+        self.cfg = cfg
+        self.state_dir = os.path.join(cfg.runtime.state_dir, self.id)
+        self.shared_dir = os.path.join(self.state_dir, "shared")
+        self.plan: VmPlan = plan_vm(cfg, facts, self.id, self.state_dir)
+        self.state = SandboxState.CREATED
+        self.containers: dict[str, Container] = {}
+        self.vm: vmm.Vm | None = None
+        self._agent: AgentClient | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def agent(self) -> AgentClient:
+        require("agent call", self.state, SandboxState.RUNNING)
+        assert self._agent is not None
+        return self._agent
+
+    def _move(self, what: str, target: SandboxState) -> None:
+        check_transition(what, self.state, target)
+        self.state = target
+
+    async def start(self) -> None:
+        self._move("start sandbox", SandboxState.STARTING)
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._move("start sandbox", SandboxState.RUNNING)
+
+    async def _start(self) -> None:
+        os.makedirs(self.cfg.runtime.state_dir, exist_ok=True)
+        os.mkdir(self.state_dir, 0o700)
+        self._stack.callback(shutil.rmtree, self.state_dir, True)
+        os.mkdir(self.shared_dir, 0o700)
+        mounts.make_shared_bind(self.shared_dir)
+        self._stack.callback(mounts.unmount, self.shared_dir)
+        hv = self.cfg.hypervisor
+        vm = await vmm.launch(self.plan, self.state_dir, self.shared_dir,
+                              hv.virtio_fs_daemon, hv.virtio_fs_cache)
+        self.vm = vm
+        self._stack.push_async_callback(vm.shutdown)
+        qmp = asyncio.ensure_future(vm.connect_qmp())
+        try:
+            self._agent = await self._connect_agent(vm)
+        finally:
+            await qmp
+        storage = pb.Storage(driver="virtiofs", source=SHARED_TAG, fstype="virtiofs",
+                             mount_point=GUEST_SHARED_DIR)
+        await self._agent.create_sandbox(
+            pb.CreateSandboxRequest(sandbox_id=self.id, storages=[storage]))
+
+    async def _connect_agent(self, vm: vmm.Vm) -> AgentClient:
+        assert vm.agent_sock is not None, "vsock transport is not wired yet"
+        reader, writer = await asyncio.open_unix_connection(sock=vm.agent_sock)
+        client = AgentClient(TtrpcClient(reader, writer))
+        self._stack.push_async_callback(client.ttrpc.close)
+        died = asyncio.ensure_future(vm.qemu.wait())
+        check = asyncio.ensure_future(client.check())
+        try:
+            done, _ = await asyncio.wait({died, check}, timeout=self.cfg.agent.dial_timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            died.cancel()
+            check.cancel()
+        if check in done and not check.cancelled() and check.exception() is None:
+            return client
+        why = ("QEMU exited" if died in done else
+               f"no answer in {self.cfg.agent.dial_timeout:g} s" if not done else
+               f"health check failed: {check.exception()}")
+        raise VmmError(f"agent did not come up: {why}\n{vm.failure_detail()}")
+
+    async def create_container(self, cid: str, spec: Spec, rootfs: str) -> list[str]:
+        """Share `rootfs` into the VM and create the container; returns spec warnings."""
+        require("create container", self.state, SandboxState.RUNNING)
+        if cid in self.containers:
+            raise PykataError(f"container {cid!r} already exists in sandbox {self.id}")
+        doc, warnings = plan_guest_spec(spec.doc, cid)
+        target = os.path.join(self.shared_dir, cid, "rootfs")
+        os.makedirs(target)
+        mounts.bind_mount(rootfs, target, readonly=spec.root_readonly)
+        self._stack.callback(mounts.unmount, target)
+        self.containers[cid] = Container(cid, target)
+        req = pb.CreateContainerRequest(container_id=cid, oci_spec_json=json.dumps(doc).encode())
+        await self.agent.create_container(req)
+        return warnings
+
+    async def stop(self) -> None:
+        """Tear everything down. Safe to call in any state, more than once."""
+        if self.state in (SandboxState.STOPPING, SandboxState.STOPPED):
+            return
+        self._move("stop sandbox", SandboxState.STOPPING)
+        try:
+            if self._agent is not None:
+                with contextlib.suppress(PykataError, ProtocolError, RpcError, OSError,
+                                         TimeoutError):
+                    await self._agent.destroy_sandbox(timeout=2.0)
+            await self._stack.aclose()
+        finally:
+            self.state = SandboxState.STOPPED

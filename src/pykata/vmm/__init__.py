@@ -1,0 +1,1 @@
+"""The QEMU and virtiofsd processes and the QMP client."""

@@ -1,0 +1,71 @@
+"""Start and stop the VMM's helper processes: listening sockets, spawn, stop by pid."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Sequence
+
+from pykata.domain.errors import VmmError
+
+
+def listen_unix(path: str) -> socket.socket:
+    """A listening socket at `path`, inheritable so a child can serve it as `fd=N`."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(4)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def connect_unix(path: str) -> socket.socket:
+    """Connect now: the connection waits in the listener's backlog until it is accepted."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+async def spawn(
+    argv: Sequence[str], log_path: str, pass_fds: Sequence[int] = ()
+) -> asyncio.subprocess.Process:
+    """Start `argv` in its own session (Ctrl-C reaches pykata, which tears down in order)."""
+    with open(log_path, "ab") as log:
+        try:
+            return await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                pass_fds=tuple(pass_fds), start_new_session=True,
+            )
+        except OSError as exc:
+            raise VmmError(f"cannot start {argv[0]}: {exc.strerror}") from exc
+
+
+async def stop(proc: asyncio.subprocess.Process, grace: float) -> int:
+    """Wait up to `grace` seconds for the process to exit, then SIGKILL it by pid."""
+    try:
+        return await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        return await proc.wait()
+
+
+def log_tail(path: str, limit: int = 2000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
