@@ -1,0 +1,101 @@
+"""`pykata run` against real QEMU VMs (TCG here): output, exit codes, stdio, spec, leaks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pykata.domain.spec import default_spec
+
+from .conftest import Pykata, leftovers
+
+pytestmark = pytest.mark.e2e
+
+
+def test_output_and_exit_code(pykata: Pykata) -> None:
+    r = pykata.run("run", "--", "sh", "-c", "echo hello from $(uname -r); exit 3")
+    assert r.returncode == 3, r.stderr.decode()
+    assert r.stdout.decode().startswith("hello from 6.1.")
+    assert r.stderr == b""
+
+
+def test_stdin_reaches_the_container(pykata: Pykata) -> None:
+    r = pykata.run("run", "-i", "--", "cat", stdin=b"data\nmore data\n")
+    assert (r.returncode, r.stdout) == (0, b"data\nmore data\n"), r.stderr.decode()
+
+
+def test_no_stdin_means_eof(pykata: Pykata) -> None:
+    r = pykata.run("run", "--", "sh", "-c", "cat; echo done")
+    assert (r.returncode, r.stdout) == (0, b"done\n"), r.stderr.decode()
+
+
+def test_stdout_and_stderr_stay_separate(pykata: Pykata) -> None:
+    r = pykata.run("run", "--", "sh", "-c", "echo out; echo err >&2; echo out2")
+    assert r.stdout == b"out\nout2\n"
+    assert r.stderr == b"err\n"
+
+
+def test_killed_by_signal_reports_128_plus_n(pykata: Pykata) -> None:
+    r = pykata.run("run", "--", "sh", "-c", "kill -9 $$")
+    assert r.returncode == 128 + 9, r.stderr.decode()
+
+
+def test_bundle_env_cwd_user(pykata: Pykata, tmp_path: Path) -> None:
+    spec = default_spec(["sh", "-c", 'echo "$FOO"; pwd; id -u; id -g'])
+    spec["root"]["path"] = str(pykata.image_dir / "rootfs" / "busybox")
+    spec["process"]["env"].append("FOO=bar baz")
+    spec["process"]["cwd"] = "/tmp"
+    spec["process"]["user"] = {"uid": 65534, "gid": 65534}
+    (tmp_path / "config.json").write_text(json.dumps(spec))
+    r = pykata.run("run", "--bundle", str(tmp_path))
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().split("\n") == ["bar baz", "/tmp", "65534", "65534", ""]
+
+
+def test_rootfs_is_shared_read_write(pykata: Pykata, busybox_rootfs: Path) -> None:
+    r = pykata.run("run", "--rootfs", str(busybox_rootfs), "--",
+                   "sh", "-c", "echo written > /hello.txt")
+    assert r.returncode == 0, r.stderr.decode()
+    assert (busybox_rootfs / "hello.txt").read_text() == "written\n"
+
+
+def test_demo_rootfs_is_read_only(pykata: Pykata) -> None:
+    r = pykata.run("run", "--", "sh", "-c", "touch /x 2>/dev/null && echo wrote || echo ro")
+    assert r.stdout == b"ro\n", r.stderr.decode()
+
+
+def test_4mib_stdout_is_byte_exact(pykata: Pykata, busybox_rootfs: Path) -> None:
+    data = os.urandom(4 << 20)
+    (busybox_rootfs / "blob").write_bytes(data)
+    r = pykata.run("run", "--rootfs", str(busybox_rootfs), "--", "cat", "/blob")
+    assert r.returncode == 0, r.stderr.decode()
+    assert len(r.stdout) == len(data)
+    assert hashlib.sha256(r.stdout).digest() == hashlib.sha256(data).digest()
+
+
+def test_bad_bundle_is_a_clear_error(pykata: Pykata, tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"process": {"args": []}, "root": {"path": "r"}}')
+    r = pykata.run("run", "--bundle", str(tmp_path))
+    assert r.returncode == 125
+    assert b"process.args" in r.stderr
+
+
+def test_failed_boot_leaves_nothing(pykata: Pykata, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    conf = pykata.write_config(tmp_path / "bad.toml", '[hypervisor.qemu]\nkernel = "/nonexistent"\n')
+    conf.write_text(conf.read_text().replace(str(pykata.state_dir), str(state)))
+    r = pykata.run("run", "--", "true", config=conf)
+    assert r.returncode == 125
+    assert b"/nonexistent" in r.stderr
+    assert leftovers(state) == []
+
+
+def test_ten_sequential_runs_leave_nothing(pykata: Pykata) -> None:
+    for i in range(10):
+        r = pykata.run("run", "--", "sh", "-c", f"echo {i}")
+        assert (r.returncode, r.stdout) == (0, f"{i}\n".encode()), r.stderr.decode()
+    assert leftovers(pykata.state_dir) == []
