@@ -1,0 +1,52 @@
+"""What the agent changes in an OCI spec or exec process before handing it to the runtime.
+
+Pure: JSON bytes in, validated document out, errors naming the container and the key.
+- root.path: absolute paths are used as sent (the host sends the guest path); a relative
+  path is taken under <shared_root>/<container id>/, where the host's rootfs appears.
+- process.terminal is forced off: the agent API carries stdio as pipes only.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from typing import Any
+
+from pykata.domain.errors import SpecError
+
+
+def _load(source: str, data: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise SpecError(source, "<document>", f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise SpecError(source, "<document>", f"must be a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def check_process(source: str, process: object) -> dict[str, Any]:
+    if not isinstance(process, dict):
+        raise SpecError(source, "process", "must be an object")
+    args = process.get("args")
+    if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
+        raise SpecError(source, "process.args", f"must be a non-empty list of strings: {args!r}")
+    process["terminal"] = False
+    return process
+
+
+def prepare_spec(container_id: str, data: bytes, shared_root: str) -> dict[str, Any]:
+    source = f"container {container_id!r} spec"
+    spec = _load(source, data)
+    check_process(source, spec.get("process"))
+    root = spec.get("root")
+    if not isinstance(root, dict) or not isinstance(root.get("path"), str) or not root["path"]:
+        raise SpecError(source, "root.path", "must be a non-empty string")
+    if not posixpath.isabs(root["path"]):
+        root["path"] = posixpath.join(shared_root, container_id, root["path"])
+    return spec
+
+
+def prepare_process(container_id: str, exec_id: str, data: bytes) -> dict[str, Any]:
+    source = f"exec {exec_id!r} in container {container_id!r}"
+    return check_process(source, _load(source, data))

@@ -1,0 +1,157 @@
+"""The ttrpc handler table: method name -> coroutine(request bytes) -> response bytes.
+
+Decodes each agent_pb2 request, calls the sandbox or container service, encodes the
+response. The one place where agent errors become RpcError codes (NOT_FOUND,
+ALREADY_EXISTS, INVALID_ARGUMENT, FAILED_PRECONDITION, INTERNAL). No logic of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from google.protobuf.message import DecodeError, Message
+
+import pykata
+from pykata.agent.containers import Containers
+from pykata.agent.guest import read_guest_details
+from pykata.agent.registry import BadValue, DuplicateId, UnknownId
+from pykata.agent.runtime import RuntimeFailed
+from pykata.agent.sandbox import Sandbox
+from pykata.agent.storage import Storage
+from pykata.domain import errors
+from pykata.domain.errors import ConfigError, PykataError, RpcError, SpecError, StateError
+from pykata.protocol.pb import agent_pb2 as pb
+
+AGENT_SERVICE = "pykata.agent.v1.AgentService"
+HEALTH_SERVICE = "pykata.agent.v1.Health"
+
+Handler = Callable[[bytes], Awaitable[bytes]]
+Req = TypeVar("Req", bound=Message)
+
+_CODES: tuple[tuple[type[Exception], int], ...] = (
+    (UnknownId, errors.NOT_FOUND),
+    (DuplicateId, errors.ALREADY_EXISTS),
+    (BadValue, errors.INVALID_ARGUMENT),
+    (SpecError, errors.INVALID_ARGUMENT),
+    (ConfigError, errors.INVALID_ARGUMENT),
+    (StateError, errors.FAILED_PRECONDITION),
+    (RuntimeFailed, errors.INTERNAL),
+    (OSError, errors.INTERNAL),
+)
+
+
+def rpc_error(method: str, exc: Exception) -> RpcError:
+    if isinstance(exc, RpcError):
+        return exc
+    for kind, code in _CODES:
+        if isinstance(exc, kind):
+            return RpcError(method, code, str(exc))
+    return RpcError(method, errors.UNKNOWN, f"{type(exc).__name__}: {exc}")
+
+
+def unary(method: str, request_type: type[Req],
+          op: Callable[[Req], Awaitable[Message]]) -> Handler:
+    async def handle(payload: bytes) -> bytes:
+        try:
+            request = request_type.FromString(payload)
+        except DecodeError as exc:
+            raise RpcError(method, errors.INVALID_ARGUMENT,
+                           f"undecodable {request_type.__name__}: {exc}") from None
+        try:
+            response = await op(request)
+        except (PykataError, OSError) as exc:
+            raise rpc_error(method, exc) from exc
+        return response.SerializeToString()
+    return handle
+
+
+def _storages(items: Sequence[pb.Storage]) -> list[Storage]:
+    return [Storage(s.driver, s.source, s.fstype, tuple(s.options), s.mount_point)
+            for s in items]
+
+
+class AgentHandlers:
+    """One coroutine per RPC, pb request in, pb response out."""
+
+    def __init__(self, sandbox: Sandbox, containers: Containers) -> None:
+        self.sandbox, self.containers = sandbox, containers
+
+    async def CreateSandbox(self, r: pb.CreateSandboxRequest) -> pb.Empty:
+        self.sandbox.create(r.sandbox_id, r.hostname, _storages(r.storages))
+        return pb.Empty()
+
+    async def DestroySandbox(self, r: pb.DestroySandboxRequest) -> pb.Empty:
+        await self.sandbox.destroy()
+        return pb.Empty()
+
+    async def CreateContainer(self, r: pb.CreateContainerRequest) -> pb.Empty:
+        await self.containers.create(r.container_id, r.oci_spec_json, _storages(r.storages))
+        return pb.Empty()
+
+    async def StartContainer(self, r: pb.StartContainerRequest) -> pb.Empty:
+        await self.containers.start(r.container_id)
+        return pb.Empty()
+
+    async def RemoveContainer(self, r: pb.RemoveContainerRequest) -> pb.Empty:
+        await self.containers.remove(r.container_id, r.timeout)
+        return pb.Empty()
+
+    async def ExecProcess(self, r: pb.ExecProcessRequest) -> pb.Empty:
+        await self.containers.exec(r.container_id, r.exec_id, r.process_json)
+        return pb.Empty()
+
+    async def SignalProcess(self, r: pb.SignalProcessRequest) -> pb.Empty:
+        self.containers.signal(r.container_id, r.exec_id, r.signal)
+        return pb.Empty()
+
+    async def WaitProcess(self, r: pb.WaitProcessRequest) -> pb.WaitProcessResponse:
+        return pb.WaitProcessResponse(status=await self.containers.wait(r.container_id,
+                                                                        r.exec_id))
+
+    async def ReadStdout(self, r: pb.ReadStreamRequest) -> pb.ReadStreamResponse:
+        data = await self.containers.read(r.container_id, r.exec_id, "stdout", r.len)
+        return pb.ReadStreamResponse(data=data)
+
+    async def ReadStderr(self, r: pb.ReadStreamRequest) -> pb.ReadStreamResponse:
+        data = await self.containers.read(r.container_id, r.exec_id, "stderr", r.len)
+        return pb.ReadStreamResponse(data=data)
+
+    async def WriteStdin(self, r: pb.WriteStreamRequest) -> pb.WriteStreamResponse:
+        n = await self.containers.write_stdin(r.container_id, r.exec_id, r.data)
+        return pb.WriteStreamResponse(len=n)
+
+    async def CloseStdin(self, r: pb.CloseStdinRequest) -> pb.Empty:
+        await self.containers.close_stdin(r.container_id, r.exec_id)
+        return pb.Empty()
+
+    async def GetGuestDetails(self, r: pb.GuestDetailsRequest) -> pb.GuestDetailsResponse:
+        d = read_guest_details()
+        return pb.GuestDetailsResponse(
+            mem_block_size_bytes=d.mem_block_size_bytes,
+            support_mem_hotplug_probe=d.support_mem_hotplug_probe and r.mem_hotplug_probe,
+            kernel_release=d.kernel_release, online_cpus=d.online_cpus,
+            mem_total_bytes=d.mem_total_bytes,
+            agent_details=pb.AgentDetails(version=pykata.__version__,
+                                          init_daemon=os.getpid() == 1,
+                                          storage_handlers=["virtiofs"]))
+
+
+async def _check(r: pb.CheckRequest) -> pb.HealthCheckResponse:
+    return pb.HealthCheckResponse(status=pb.HealthCheckResponse.SERVING)
+
+
+async def _version(r: pb.CheckRequest) -> pb.VersionCheckResponse:
+    return pb.VersionCheckResponse(grpc_version="ttrpc", agent_version=pykata.__version__)
+
+
+def build_services(handlers: AgentHandlers) -> Mapping[str, Mapping[str, Handler]]:
+    agent: dict[str, Handler] = {}
+    for method in pb.DESCRIPTOR.services_by_name["AgentService"].methods:
+        op: Any = getattr(handlers, method.name)
+        request_type: Any = getattr(pb, method.input_type.name)
+        agent[method.name] = unary(method.name, request_type, op)
+    health = {"Check": unary("Check", pb.CheckRequest, _check),
+              "Version": unary("Version", pb.CheckRequest, _version)}
+    return {AGENT_SERVICE: agent, HEALTH_SERVICE: health}

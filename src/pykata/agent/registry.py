@@ -1,0 +1,164 @@
+"""Containers and their processes: who exists, in which state, and what each state allows.
+
+One enum, one transition table, one table of what each operation requires; violations
+raise StateError naming the container, its state and the requirement. Ids are checked
+here too (they become path components). Holds no I/O: the service layer does the work
+and records the outcome here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import re
+from typing import NamedTuple
+
+from pykata.agent.stdio import ProcessStdio
+from pykata.domain.errors import PykataError, StateError
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}\Z")
+
+
+class UnknownId(PykataError):
+    def __init__(self, kind: str, ident: str, where: str = "") -> None:
+        self.kind, self.ident = kind, ident
+        super().__init__(f"no {kind} {ident!r}" + (f" in {where}" if where else ""))
+
+
+class DuplicateId(PykataError):
+    def __init__(self, kind: str, ident: str, where: str = "") -> None:
+        self.kind, self.ident = kind, ident
+        super().__init__(f"{kind} {ident!r} already exists" + (f" in {where}" if where else ""))
+
+
+class BadValue(PykataError):
+    def __init__(self, key: str, value: object, why: str) -> None:
+        self.key, self.value, self.why = key, value, why
+        super().__init__(f"{key} = {value!r}: {why}")
+
+
+class State(enum.Enum):
+    CREATING = "creating"    # runtime create in progress; the id is reserved
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPED = "stopped"      # the init process exited
+    REMOVING = "removing"
+
+
+class Event(enum.Enum):
+    CREATED = "created"
+    START = "start"
+    STARTED = "started"
+    START_FAILED = "start failed"
+    EXITED = "exited"
+    REMOVE = "remove"
+
+
+S, E = State, Event
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (S.CREATING, E.CREATED): S.CREATED,
+    (S.CREATED, E.START): S.STARTING,
+    (S.STARTING, E.STARTED): S.RUNNING,
+    (S.STARTING, E.START_FAILED): S.CREATED,
+    (S.CREATED, E.EXITED): S.STOPPED,
+    (S.STARTING, E.EXITED): S.STOPPED,
+    (S.RUNNING, E.EXITED): S.STOPPED,
+    (S.REMOVING, E.EXITED): S.REMOVING,
+    (S.CREATED, E.REMOVE): S.REMOVING,
+    (S.RUNNING, E.REMOVE): S.REMOVING,
+    (S.STOPPED, E.REMOVE): S.REMOVING,
+}
+
+# Operations that do not change the state, and the states they need.
+REQUIRES: dict[str, frozenset[State]] = {
+    "exec": frozenset({S.RUNNING}),
+    "signal": frozenset({S.CREATED, S.STARTING, S.RUNNING}),
+}
+
+
+def _names(states: frozenset[State] | set[State]) -> str:
+    return " or ".join(sorted(s.value for s in states))
+
+
+class Process(NamedTuple):
+    exec_id: str                  # "" for the container's init
+    pid: int
+    stdio: ProcessStdio
+    exit: asyncio.Future[int]     # exit code, 128 + signal when killed
+
+
+class Container:
+    # A plain class: a dataclass would compile its methods at import (slow under TCG).
+    def __init__(self, cid: str, bundle: str, state: State = State.CREATING) -> None:
+        self.id, self.bundle, self.state = cid, bundle, state
+        self.init: Process | None = None
+        self.execs: dict[str, Process | None] = {}  # None: exec starting
+        self.mounts: list[str] = []
+        self.state_before_remove: State | None = None
+
+    def advance(self, event: Event) -> None:
+        new = TRANSITIONS.get((self.state, event))
+        if new is None:
+            allowed = {s for (s, e) in TRANSITIONS if e is event}
+            raise StateError(f"container {self.id!r}: {event.value}", self.state.value,
+                             _names(allowed))
+        if event is Event.REMOVE:
+            self.state_before_remove = self.state
+        self.state = new
+
+    def abort_remove(self) -> None:
+        """Back to where removal began (STOPPED if the init exited meanwhile)."""
+        assert self.state is State.REMOVING and self.state_before_remove is not None
+        exited = self.init is not None and self.init.exit.done()
+        self.state = State.STOPPED if exited else self.state_before_remove
+
+    def require(self, operation: str) -> None:
+        if self.state not in REQUIRES[operation]:
+            raise StateError(f"container {self.id!r}: {operation}", self.state.value,
+                             _names(REQUIRES[operation]))
+
+    def process(self, exec_id: str) -> Process:
+        """The init process for exec_id "", else the named exec."""
+        if not exec_id:
+            if self.init is None:
+                raise StateError(f"container {self.id!r}: init process", self.state.value,
+                                 "created")
+            return self.init
+        proc = self.execs.get(exec_id)
+        if proc is None:
+            if exec_id in self.execs:
+                raise StateError(f"exec {exec_id!r} in container {self.id!r}", "starting",
+                                 "started")
+            raise UnknownId("exec", exec_id, f"container {self.id!r}")
+        return proc
+
+
+def check_id(key: str, value: str) -> str:
+    if not _ID.match(value):
+        raise BadValue(key, value, "must be 1-128 of [A-Za-z0-9_.+-], starting alphanumeric")
+    return value
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._containers: dict[str, Container] = {}
+
+    def reserve(self, container_id: str, bundle: str) -> Container:
+        check_id("container_id", container_id)
+        if container_id in self._containers:
+            raise DuplicateId("container", container_id)
+        self._containers[container_id] = c = Container(container_id, bundle)
+        return c
+
+    def get(self, container_id: str) -> Container:
+        c = self._containers.get(container_id)
+        if c is None:
+            raise UnknownId("container", container_id)
+        return c
+
+    def drop(self, container_id: str) -> None:
+        self._containers.pop(container_id, None)
+
+    def all(self) -> list[Container]:
+        return list(self._containers.values())

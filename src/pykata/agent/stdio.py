@@ -1,0 +1,132 @@
+"""A process's three stdio pipes, read and written without blocking the event loop.
+
+The agent keeps the parent ends (stdin's write end, stdout's and stderr's read ends); the
+child ends go to the OCI runtime, whose container inherits them, and are closed here once
+the runtime has been started. A read is a long poll: it parks on the loop until the pipe
+is readable, so a ReadStdout never holds up other calls. Knows nothing of containers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+MAX_READ = 1 << 20
+
+
+class PipeReader:
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self._fd = fd
+        self._lock = asyncio.Lock()
+        self._waiter: asyncio.Future[None] | None = None
+        self.closed = False
+
+    async def read(self, size: int) -> bytes:
+        """Up to size bytes; b"" once every writer has closed (or the reader has)."""
+        async with self._lock:  # one reader at a time keeps byte order
+            while not self.closed:
+                try:
+                    return os.read(self._fd, min(size, MAX_READ))
+                except BlockingIOError:
+                    await self._readable()
+            return b""
+
+    async def _readable(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        loop.add_reader(self._fd, _wake, self._waiter)
+        try:
+            await self._waiter
+        finally:
+            if not self.closed:
+                loop.remove_reader(self._fd)
+            self._waiter = None
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._waiter is not None:
+            asyncio.get_running_loop().remove_reader(self._fd)
+            _wake(self._waiter)
+        os.close(self._fd)
+
+
+class PipeWriter:
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self._fd = fd
+        self._lock = asyncio.Lock()
+        self._waiter: asyncio.Future[None] | None = None
+        self.closed = False
+
+    async def write(self, data: bytes) -> int:
+        """Writes all of data (waiting for room); raises BrokenPipeError if nobody reads."""
+        async with self._lock:
+            view = memoryview(data)
+            while view and not self.closed:
+                try:
+                    view = view[os.write(self._fd, view):]
+                except BlockingIOError:
+                    await self._writable()
+            if view:
+                raise BrokenPipeError(32, "stdin was closed")
+            return len(data)
+
+    async def _writable(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        loop.add_writer(self._fd, _wake, self._waiter)
+        try:
+            await self._waiter
+        finally:
+            if not self.closed:
+                loop.remove_writer(self._fd)
+            self._waiter = None
+
+    async def close(self) -> None:
+        """Closes after writes in progress, so the reader sees all data, then EOF."""
+        async with self._lock:
+            self.close_now()
+
+    def close_now(self) -> None:
+        """Closes at once; a write in progress fails with BrokenPipeError."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._waiter is not None:
+            asyncio.get_running_loop().remove_writer(self._fd)
+            _wake(self._waiter)
+        os.close(self._fd)
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class ProcessStdio:
+    """Three pipes. `child_fds` go to the runtime, then `release_child_fds()`."""
+
+    def __init__(self) -> None:
+        stdin_r, stdin_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
+        self.child_fds: tuple[int, int, int] | None = (stdin_r, stdout_w, stderr_w)
+        self.stdin = PipeWriter(stdin_w)
+        self.stdout = PipeReader(stdout_r)
+        self.stderr = PipeReader(stderr_r)
+
+    def release_child_fds(self) -> None:
+        if self.child_fds is not None:
+            for fd in self.child_fds:
+                os.close(fd)
+            self.child_fds = None
+
+    def close(self) -> None:
+        """Drops everything at once (container removal); readers get b""."""
+        self.release_child_fds()
+        self.stdout.close()
+        self.stderr.close()
+        self.stdin.close_now()
