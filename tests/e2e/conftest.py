@@ -7,79 +7,22 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-IMAGE_DIR = Path(os.environ.get("PYKATA_TEST_IMAGE_DIR", "/var/lib/pykata"))
-
-
-def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "end-to-end tests need root (mounts, virtiofsd)"
-    for tool in ("/usr/bin/qemu-system-x86_64", "/usr/lib/qemu/virtiofsd"):
-        if not os.path.exists(tool):
-            return f"{tool} is not installed"
-    if not (IMAGE_DIR / "image" / "manifest.json").exists():
-        return f"no guest image in {IMAGE_DIR} (run `pykata image build`)"
-    return None
-
-
-@dataclass
-class Pykata:
-    config: Path
-    state_dir: Path
-    image_dir: Path
-
-    def run(self, *args: str, stdin: bytes | None = None, timeout: float = 120,
-            config: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-        env = {**os.environ, "PYKATA_CONF_FILE": str(config or self.config)}
-        return subprocess.run(
-            [sys.executable, "-m", "pykata.cli.main", *args], input=stdin,
-            capture_output=True, timeout=timeout, env=env,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-        )
-
-    def write_config(self, path: Path, extra: str = "") -> Path:
-        path.write_text(
-            f'[runtime]\nstate_dir = "{self.state_dir}"\n'
-            f'[image]\ndir = "{self.image_dir}"\n{extra}'
-        )
-        return path
-
-
-def leftovers(state_dir: Path) -> list[str]:
-    """Processes, mounts and files a finished sandbox must not leave behind."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if str(state_dir) in cmdline and "pytest" not in cmdline:
-            found.append(f"process {proc.name}: {cmdline[:120]}")
-    with open("/proc/self/mountinfo") as f:
-        found += [f"mount {line.split()[4]}" for line in f if str(state_dir) in line.split()[4]]
-    if state_dir.exists():
-        found += [f"file {p}" for p in state_dir.iterdir()]
-    return found
+from e2e_support import IMAGE_DIR, Pykata, leftovers, missing_reason
 
 
 @pytest.fixture(scope="session")
 def pykata(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pykata]:
-    reason = _missing()
+    reason = missing_reason()
     if reason:
         pytest.skip(reason)
     state_dir = Path(f"/run/pykata-test-{os.getpid()}")
     conf_dir = tmp_path_factory.mktemp("conf")
     env = Pykata(conf_dir / "configuration.toml", state_dir, IMAGE_DIR)
-    env.write_config(env.config)
+    env.write_config()
     yield env
     left = leftovers(state_dir)
     shutil.rmtree(state_dir, ignore_errors=True)

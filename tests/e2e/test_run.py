@@ -8,10 +8,9 @@ import os
 from pathlib import Path
 
 import pytest
+from e2e_support import Pykata, leftovers
 
 from pykata.domain.spec import default_spec
-
-from .conftest import Pykata, leftovers
 
 pytestmark = pytest.mark.e2e
 
@@ -39,8 +38,13 @@ def test_stdout_and_stderr_stay_separate(pykata: Pykata) -> None:
     assert r.stderr == b"err\n"
 
 
-def test_killed_by_signal_reports_128_plus_n(pykata: Pykata) -> None:
-    r = pykata.run("run", "--", "sh", "-c", "kill -9 $$")
+def test_killed_by_signal_reports_128_plus_n(pykata: Pykata, tmp_path: Path) -> None:
+    # Without a PID namespace: PID 1 of a namespace ignores even SIGKILL from inside it.
+    spec = default_spec(["sh", "-c", "kill -9 $$"])
+    spec["root"]["path"] = str(pykata.image_dir / "rootfs" / "busybox")
+    spec["linux"]["namespaces"] = [{"type": "mount"}, {"type": "uts"}]
+    (tmp_path / "config.json").write_text(json.dumps(spec))
+    r = pykata.run("run", "--bundle", str(tmp_path))
     assert r.returncode == 128 + 9, r.stderr.decode()
 
 
@@ -84,14 +88,24 @@ def test_bad_bundle_is_a_clear_error(pykata: Pykata, tmp_path: Path) -> None:
     assert b"process.args" in r.stderr
 
 
-def test_failed_boot_leaves_nothing(pykata: Pykata, tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    conf = pykata.write_config(tmp_path / "bad.toml", '[hypervisor.qemu]\nkernel = "/nonexistent"\n')
-    conf.write_text(conf.read_text().replace(str(pykata.state_dir), str(state)))
+def test_failed_boot_leaves_nothing(pykata: Pykata) -> None:
+    state = Path(f"{pykata.state_dir}-bad")
+    conf = pykata.config.with_name("bad.toml")
+    conf.write_text(f'[runtime]\nstate_dir = "{state}"\n'
+                    '[hypervisor.qemu]\nkernel = "/nonexistent"\n')
     r = pykata.run("run", "--", "true", config=conf)
     assert r.returncode == 125
     assert b"/nonexistent" in r.stderr
     assert leftovers(state) == []
+    state.rmdir()
+
+
+def test_too_long_state_dir_is_a_clear_error(pykata: Pykata) -> None:
+    conf = pykata.config.with_name("long.toml")
+    conf.write_text(f'[runtime]\nstate_dir = "/run/{"x" * 90}"\n')
+    r = pykata.run("run", "--", "true", config=conf)
+    assert r.returncode == 125
+    assert b"runtime.state_dir" in r.stderr and b"Traceback" not in r.stderr
 
 
 def test_ten_sequential_runs_leave_nothing(pykata: Pykata) -> None:

@@ -71,15 +71,14 @@ def test_fractional_vcpus_round_up_and_cap() -> None:
 GOLDEN_TCG = (
     "/usr/bin/qemu-system-x86_64 -name pykata-sb1 -nodefaults -no-user-config -nographic "
     "-no-reboot -machine q35,memory-backend=mem0 -accel tcg,thread=multi,tb-size=64 "
-    "-smp 1,maxcpus=1 -m 2048M "
+    "-cpu qemu64,+rdrand -smp 1,maxcpus=1 -m 2048M "
     "-object memory-backend-memfd,id=mem0,size=2048M,share=on "
     "-kernel /var/lib/pykata/image/vmlinuz -initrd /var/lib/pykata/image/initramfs.img "
     "-append 'console=ttyS0 quiet panic=-1 reboot=k rdinit=/init i8042.noaux=1 i8042.nomux=1 "
     "i8042.nopnp=1 i8042.dumbkbd=1 cryptomgr.notests no_timer_check tsc=reliable debug' "
     "-chardev socket,id=qmp,fd=3,server=on,wait=off -mon chardev=qmp,mode=control "
     "-chardev file,id=console,path=/run/pykata/sb1/console.log -serial chardev:console "
-    "-object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-pci,rng=rng0 "
-    "-chardev socket,id=fs0,path=/run/pykata/sb1/virtiofsd.sock "
+        "-chardev socket,id=fs0,path=/run/pykata/sb1/virtiofsd.sock "
     "-device vhost-user-fs-pci,chardev=fs0,tag=pykatafs,queue-size=1024 "
     "-device virtio-serial-pci,id=serial0 -chardev socket,id=agent,fd=4,server=on,wait=off "
     "-device virtserialport,chardev=agent,id=channel0,name=agent.channel.0"
@@ -114,3 +113,8 @@ def test_guest_spec_moves_root_and_drops_host_only_parts() -> None:
     assert out["linux"]["cgroupsPath"] == "/pykata/c1"
     assert len(warnings) == 3
     assert doc["root"]["path"] == "rootfs", "input must not be modified"
+
+
+def test_too_long_state_dir_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="runtime.state_dir.*exceeds 107 bytes"):
+        plan_vm(_cfg(), _facts(), "a" * 32, "/run/" + "x" * 90)

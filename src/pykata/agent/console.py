@@ -10,6 +10,14 @@ import os
 import sys
 import time
 
+# Boot timeline (seconds since guest boot), reported by GetGuestDetails for benchmarks.
+MARKS: dict[str, float] = {}
+
+
+def mark(name: str, message: str) -> None:
+    MARKS[name] = time.monotonic()
+    log(message)
+
 
 def log(message: str) -> None:
     # CLOCK_MONOTONIC: in the guest, seconds since boot, like the kernel's own timestamps.

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from google.protobuf.message import DecodeError, Message
 
 import pykata
+from pykata.agent.console import MARKS
 from pykata.agent.containers import Containers
 from pykata.agent.guest import read_guest_details
 from pykata.agent.registry import BadValue, DuplicateId, UnknownId
@@ -133,6 +134,8 @@ class AgentHandlers:
             support_mem_hotplug_probe=d.support_mem_hotplug_probe and r.mem_hotplug_probe,
             kernel_release=d.kernel_release, online_cpus=d.online_cpus,
             mem_total_bytes=d.mem_total_bytes,
+            agent_started_uptime=MARKS.get("started", 0.0),
+            agent_serving_uptime=MARKS.get("serving", 0.0),
             agent_details=pb.AgentDetails(version=pykata.__version__,
                                           init_daemon=os.getpid() == 1,
                                           storage_handlers=["virtiofs"]))

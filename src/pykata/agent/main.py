@@ -30,9 +30,9 @@ def _run_init() -> None:
             with open(CONFIG_PATH) as f:
                 config = parse_config(f.read())
         from pykata.agent import boot
-        from pykata.agent.console import log
+        from pykata.agent.console import log, mark
 
-        log("agent started")
+        mark("started", "agent started")
         boot.boot(config.modules)
         log("booted: filesystems mounted, modules loaded")
         import asyncio

@@ -13,7 +13,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 
-from pykata.agent.console import log
+from pykata.agent.console import log, mark
 from pykata.domain.errors import ProtocolError
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -84,7 +84,7 @@ async def serve_connection(serve: Serve, reader: asyncio.StreamReader,
 async def serve_virtio_port(serve: Serve, name: str) -> None:
     """Forever: find the port, serve one host session, pause, reopen."""
     path = await wait_for_port(name)
-    log(f"serving on {path} ({name})")
+    mark("serving", f"serving on {path} ({name})")
     while True:
         try:
             reader, writer = await open_char_device(path)

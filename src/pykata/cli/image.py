@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,8 +21,8 @@ def main(args: argparse.Namespace) -> int:
                                force=args.force)
         print(format_info(manifest))
         return 0
-    manifest = read_manifest(root)
-    if manifest is None:
+    found = read_manifest(root)
+    if found is None:
         raise ImageError(f"no guest image in {root}/image: run `pykata image build`")
-    print(manifest.to_json() if args.json else format_info(manifest))
+    print(found.to_json() if args.json else format_info(found))
     return 0

@@ -150,8 +150,11 @@ def _build_section(
     return cls(**values)
 
 
+_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float)}
+
+
 def _check_value(dotted: str, value: object, type_name: object, source: str) -> object:
-    expected = {"str": str, "int": int, "float": (int, float)}[str(type_name)]
+    expected = _TYPES[str(type_name)]
     if value is None:
         raise ConfigError(source, dotted, value, "missing")
     if isinstance(value, bool) or not isinstance(value, expected):
@@ -160,4 +163,4 @@ def _check_value(dotted: str, value: object, type_name: object, source: str) -> 
         raise ConfigError(source, dotted, value, f"must be one of {', '.join(_CHOICES[dotted])}")
     if dotted in _MINIMUM and isinstance(value, int | float) and value < _MINIMUM[dotted]:
         raise ConfigError(source, dotted, value, f"must be at least {_MINIMUM[dotted]}")
-    return float(value) if type_name == "float" else value
+    return float(value) if type_name == "float" and isinstance(value, int | float) else value

@@ -92,7 +92,8 @@ def _parse_user(user: object, source: str, where: str) -> User:
 def _get(doc: Mapping[str, Any], key: str, kind: type, source: str, where: str = "") -> Any:
     value = doc.get(key)
     if not isinstance(value, kind):
-        what = {Mapping: "an object", list: "a list", str: "a string"}.get(kind, kind.__name__)
+        names: dict[type, str] = {Mapping: "an object", list: "a list", str: "a string"}
+        what = names.get(kind, kind.__name__)
         raise SpecError(source, where or key, f"must be {what}, got {value!r}")
     return value
 
@@ -113,7 +114,8 @@ def default_spec(
             "args": list(args),
             "env": [f"PATH={DEFAULT_PATH}", "TERM=xterm", "HOME=/root"],
             "cwd": "/",
-            "capabilities": {k: list(_DEFAULT_CAPS) for k in ("bounding", "effective", "permitted")},
+            "capabilities": {k: list(_DEFAULT_CAPS)
+                             for k in ("bounding", "effective", "permitted")},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": True,
         },

@@ -154,15 +154,6 @@ class VirtioFs:
                 "-device", f"vhost-user-fs-pci,chardev=fs0,tag={self.tag},queue-size=1024"]
 
 
-@dataclass(frozen=True)
-class Rng:
-    """virtio-rng: the guest's CRNG is ready at once instead of waiting for jitter entropy."""
-
-    def args(self) -> list[str]:
-        return ["-object", "rng-random,id=rng0,filename=/dev/urandom",
-                "-device", "virtio-rng-pci,rng=rng0"]
-
-
 def build_argv(binary: str, options: Iterable[QemuOption]) -> list[str]:
     argv = [binary]
     for option in options:

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 
 from pykata.domain.config import Config
-from pykata.domain.errors import PykataError, ProtocolError, RpcError, VmmError
+from pykata.domain.errors import HostError, ProtocolError, PykataError, RpcError, VmmError
 from pykata.domain.host import HostFacts
 from pykata.domain.spec import Spec
 from pykata.host import mounts
@@ -64,6 +64,9 @@ class Sandbox:
         self._move("start sandbox", SandboxState.STARTING)
         try:
             await self._start()
+        except OSError as exc:
+            await self.stop()
+            raise HostError(f"sandbox {self.id}: {exc}") from exc
         except BaseException:
             await self.stop()
             raise

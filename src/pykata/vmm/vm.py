@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 from dataclasses import dataclass, field
 
@@ -101,7 +100,3 @@ async def launch(plan: VmPlan, state_dir: str, shared_dir: str, fs_daemon: str,
     return Vm(plan, state_dir, qemu, virtiofsd, qmp_sock, agent_sock)
 
 
-def remove_sockets(state_dir: str) -> None:
-    for name in ("qmp.sock", "agent.sock", "virtiofsd.sock"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{state_dir}/{name}")

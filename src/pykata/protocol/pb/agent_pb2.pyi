@@ -81,20 +81,24 @@ class GuestDetailsRequest(_message.Message):
     def __init__(self, mem_block_size: bool = ..., mem_hotplug_probe: bool = ...) -> None: ...
 
 class GuestDetailsResponse(_message.Message):
-    __slots__ = ["agent_details", "kernel_release", "mem_block_size_bytes", "mem_total_bytes", "online_cpus", "support_mem_hotplug_probe"]
+    __slots__ = ["agent_details", "agent_serving_uptime", "agent_started_uptime", "kernel_release", "mem_block_size_bytes", "mem_total_bytes", "online_cpus", "support_mem_hotplug_probe"]
     AGENT_DETAILS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_SERVING_UPTIME_FIELD_NUMBER: _ClassVar[int]
+    AGENT_STARTED_UPTIME_FIELD_NUMBER: _ClassVar[int]
     KERNEL_RELEASE_FIELD_NUMBER: _ClassVar[int]
     MEM_BLOCK_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MEM_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     ONLINE_CPUS_FIELD_NUMBER: _ClassVar[int]
     SUPPORT_MEM_HOTPLUG_PROBE_FIELD_NUMBER: _ClassVar[int]
     agent_details: AgentDetails
+    agent_serving_uptime: float
+    agent_started_uptime: float
     kernel_release: str
     mem_block_size_bytes: int
     mem_total_bytes: int
     online_cpus: int
     support_mem_hotplug_probe: bool
-    def __init__(self, mem_block_size_bytes: _Optional[int] = ..., agent_details: _Optional[_Union[AgentDetails, _Mapping]] = ..., support_mem_hotplug_probe: bool = ..., kernel_release: _Optional[str] = ..., online_cpus: _Optional[int] = ..., mem_total_bytes: _Optional[int] = ...) -> None: ...
+    def __init__(self, mem_block_size_bytes: _Optional[int] = ..., agent_details: _Optional[_Union[AgentDetails, _Mapping]] = ..., support_mem_hotplug_probe: bool = ..., kernel_release: _Optional[str] = ..., online_cpus: _Optional[int] = ..., mem_total_bytes: _Optional[int] = ..., agent_started_uptime: _Optional[float] = ..., agent_serving_uptime: _Optional[float] = ...) -> None: ...
 
 class HealthCheckResponse(_message.Message):
     __slots__ = ["status"]
