@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import re
 from typing import NamedTuple
 
 from pykata.agent.stdio import ProcessStdio
+from pykata.domain import ids
 from pykata.domain.errors import PykataError, StateError
-
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}\Z")
 
 
 class UnknownId(PykataError):
@@ -135,8 +133,10 @@ class Container:
 
 
 def check_id(key: str, value: str) -> str:
-    if not _ID.match(value):
-        raise BadValue(key, value, "must be 1-128 of [A-Za-z0-9_.+-], starting alphanumeric")
+    """The host's rule (pykata.domain.ids), reported as BadValue (INVALID_ARGUMENT)."""
+    why = ids.id_problem(value)
+    if why is not None:
+        raise BadValue(key, ids.shown(value), why)
     return value
 
 

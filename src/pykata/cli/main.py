@@ -38,6 +38,19 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--compression", choices=("none", "gzip", "zstd"), default=None)
     info = isub.add_parser("info", help="versions, sizes and sha256 of the guest image")
     info.add_argument("--json", action="store_true")
+
+    check = sub.add_parser("check", help="can this host run pykata, and how fast?",
+                           description="Check the host: CPU virtualisation, KVM, QEMU, "
+                           "virtiofsd, vsock, the guest image, cgroups, NUMA. Exit 0 only "
+                           "when pykata can run.")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument("--verbose", action="store_true",
+                       help="hints for every line, and the full host report")
+    check.add_argument("--boot", action="store_true",
+                       help="also boot one real VM, run `true` in it, and time it")
+
+    env = sub.add_parser("env", help="effective configuration and host facts, for bug reports")
+    env.add_argument("--json", action="store_true", help="JSON instead of TOML")
     return p
 
 
@@ -50,6 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pykata.cli import run
 
             return run.main(args)
+        if args.command == "check":
+            from pykata.cli import check
+
+            return check.main(args)
+        if args.command == "env":
+            from pykata.cli import env
+
+            return env.main(args)
         from pykata.cli import image
 
         return image.main(args)

@@ -41,15 +41,22 @@ def resolve(args: argparse.Namespace, cfg: Config) -> tuple[Spec, str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    for warning in cfg.warnings:
-        print(f"pykata: warning: {warning}", file=sys.stderr)
-    spec, rootfs = resolve(args, cfg)
-    if not os.path.isdir(rootfs):
-        raise SpecError("config.json", "root.path", f"{rootfs} is not a directory")
-
     def warn(msg: str) -> None:
         print(f"pykata: warning: {msg}", file=sys.stderr)
 
+    cfg = load_config(args.config)
+    for warning in cfg.warnings:
+        warn(warning)
+    spec, rootfs = resolve(args, cfg)
+    if spec.doc.get("annotations"):  # most runs have none: skip the import
+        from pykata.domain.annotations import apply_annotations, parse_annotations
+
+        # Per-pod overrides, refused as a whole before anything starts.
+        before = len(cfg.warnings)
+        cfg = apply_annotations(cfg, parse_annotations(spec.doc, "config.json"))
+        for warning in cfg.warnings[before:]:
+            warn(warning)
+    if not os.path.isdir(rootfs):
+        raise SpecError("config.json", "root.path", f"{rootfs} is not a directory")
     return asyncio.run(run_container(cfg, read_host_facts(), spec, os.path.abspath(rootfs),
                                      args.interactive, warn))

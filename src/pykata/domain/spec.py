@@ -82,7 +82,10 @@ def parse_process(proc: Mapping[str, Any], source: str, where: str = "process") 
 def _parse_user(user: object, source: str, where: str) -> User:
     if not isinstance(user, Mapping):
         raise SpecError(source, where, "must be an object")
-    ids = [user.get("uid", 0), user.get("gid", 0), *user.get("additionalGids", [])]
+    extra = user.get("additionalGids", [])
+    if not isinstance(extra, list):
+        raise SpecError(source, f"{where}.additionalGids", f"must be a list, got {extra!r}")
+    ids = [user.get("uid", 0), user.get("gid", 0), *extra]
     for value in ids:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise SpecError(source, where, f"ids must be non-negative integers: {value!r}")

@@ -15,6 +15,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 
+from pykata.domain import ids
 from pykata.domain.config import Config
 from pykata.domain.errors import HostError, ProtocolError, PykataError, RpcError, VmmError
 from pykata.domain.host import HostFacts
@@ -39,7 +40,7 @@ class Container:
 
 class Sandbox:
     def __init__(self, cfg: Config, facts: HostFacts, sandbox_id: str | None = None) -> None:
-        self.id = sandbox_id or uuid.uuid4().hex
+        self.id = ids.check_id("sandbox id", sandbox_id or uuid.uuid4().hex)
         self.cfg = cfg
         self.state_dir = os.path.join(cfg.runtime.state_dir, self.id)
         self.shared_dir = os.path.join(self.state_dir, "shared")
@@ -117,6 +118,7 @@ class Sandbox:
     async def create_container(self, cid: str, spec: Spec, rootfs: str) -> list[str]:
         """Share `rootfs` into the VM and create the container; returns spec warnings."""
         require("create container", self.state, SandboxState.RUNNING)
+        ids.check_id("container id", cid)  # it becomes a path below the shared dir
         if cid in self.containers:
             raise PykataError(f"container {cid!r} already exists in sandbox {self.id}")
         doc, warnings = plan_guest_spec(spec.doc, cid)
