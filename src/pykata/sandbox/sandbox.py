@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 
 from pykata.domain.config import Config
-from pykata.domain.errors import HostError, ProtocolError, PykataError, RpcError, VmmError
+from pykata.domain.errors import HostError, PykataError, VmmError
 from pykata.domain.host import HostFacts
 from pykata.domain.spec import Spec
 from pykata.host import mounts
@@ -134,11 +134,9 @@ class Sandbox:
         if self.state in (SandboxState.STOPPING, SandboxState.STOPPED):
             return
         self._move("stop sandbox", SandboxState.STOPPING)
+        # No DestroySandbox first: nothing in the VM outlives it, and writes through virtiofs
+        # are already on the host (no writeback cache); it would cost ~350 ms under TCG.
         try:
-            if self._agent is not None:
-                with contextlib.suppress(PykataError, ProtocolError, RpcError, OSError,
-                                         TimeoutError):
-                    await self._agent.destroy_sandbox(timeout=2.0)
             await self._stack.aclose()
         finally:
             self.state = SandboxState.STOPPED
