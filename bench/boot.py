@@ -84,7 +84,7 @@ async def phases(cfg: Config, rootfs: str) -> dict[str, float]:
         lap("host: WaitProcess (`true` runs and exits)")
     finally:
         await sandbox.stop()
-    lap("host: stop sandbox (DestroySandbox, QEMU quit, unmount)")
+    lap("host: stop sandbox (QEMU quit, virtiofsd exit, unmount)")
     return out
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,4 +115,21 @@ def test_ten_sequential_runs_leave_nothing(pykata: Pykata) -> None:
     for i in range(10):
         r = pykata.run("run", "--", "sh", "-c", f"echo {i}")
         assert (r.returncode, r.stdout) == (0, f"{i}\n".encode()), r.stderr.decode()
+    assert leftovers(pykata.state_dir) == []
+
+
+def test_ctrl_c_tears_everything_down(pykata: Pykata) -> None:
+    env = {**os.environ, "PYKATA_CONF_FILE": str(pykata.config)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pykata.cli.main", "run", "--", "sh", "-c", "echo ready; sleep 600"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert leftovers(pykata.state_dir) == []

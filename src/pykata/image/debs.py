@@ -36,7 +36,8 @@ SONAME_PACKAGES: Mapping[str, str] = {
     "libseccomp.so.2": "libseccomp2", "libcap.so.2": "libcap2", "libyajl.so.2": "libyajl2",
     "libzstd.so.1": "libzstd1", "libgcrypt.so.20": "libgcrypt20",
     "libgpg-error.so.0": "libgpg-error0", "liblz4.so.1": "liblz4-1",
-    "libgcc_s.so.1": "libgcc-s1",
+    "libgcc_s.so.1": "libgcc-s1", "libstdc++.so.6": "libstdc++6",
+    "libprotobuf.so.32": "libprotobuf32",
 }
 
 

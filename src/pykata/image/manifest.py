@@ -16,7 +16,7 @@ from typing import Any
 
 from pykata.domain.errors import ImageError
 
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "4"
 
 
 @dataclass(frozen=True)

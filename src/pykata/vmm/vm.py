@@ -100,3 +100,23 @@ async def launch(plan: VmPlan, state_dir: str, shared_dir: str, fs_daemon: str,
     return Vm(plan, state_dir, qemu, virtiofsd, qmp_sock, agent_sock)
 
 
+
+
+async def dial_vsock(cid: int, port: int, interval: float = 0.02
+                     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to the agent over vsock, retrying until it listens (the caller bounds the
+    wait). Unlike virtio-serial, a vsock connect is refused until the guest is serving."""
+    loop = asyncio.get_running_loop()
+    while True:
+        sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, (cid, port))
+        except (ConnectionResetError, ConnectionRefusedError, TimeoutError):
+            sock.close()
+            await asyncio.sleep(interval)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock)
