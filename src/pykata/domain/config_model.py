@@ -202,7 +202,7 @@ class RuntimeConfig:
         "How the VM joins the pod's network.", used=False, choices=("tcfilter", "none"),
         annotation="internetworking_model"))
     create_container_timeout: int = field(default=60, metadata=_spec(
-        "Deadline for creating a container in the VM.", used=False, minimum=1,
+        "Deadline for creating, starting or exec'ing a process in the VM.", minimum=1,
         unit="seconds", annotation="create_container_timeout"))
     state_dir: str = field(default="/run/pykata", metadata=_spec(
         "Per-sandbox sockets, logs and mounts.", pykata=True, check=_absolute))

@@ -1,84 +1,116 @@
-"""Typed calls to the guest agent over ttrpc. One method per agent RPC; no policy here."""
+"""Typed calls to the guest agent over ttrpc. One method per agent RPC.
+
+The guest is not trusted: every reply is decoded here and checked before use, and every
+call has a deadline except the long polls (ReadStdout/ReadStderr/WaitProcess), whose
+answer legitimately waits on the container. A dead VM ends those with the connection.
+"""
 
 from __future__ import annotations
 
 from typing import TypeVar
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
+from pykata.domain.errors import ProtocolError
 from pykata.protocol.pb import agent_pb2 as pb
 from pykata.protocol.ttrpc_aio import TtrpcClient
 
 AGENT = "pykata.agent.v1.AgentService"
 HEALTH = "pykata.agent.v1.Health"
 READ_CHUNK = 1 << 20
+DEFAULT_CALL_TIMEOUT = 30.0
 
 M = TypeVar("M", bound=Message)
 
 
 class AgentClient:
-    def __init__(self, ttrpc: TtrpcClient) -> None:
+    def __init__(self, ttrpc: TtrpcClient, call_timeout: float = DEFAULT_CALL_TIMEOUT,
+                 create_timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
         self.ttrpc = ttrpc
+        self.call_timeout = call_timeout
+        self.create_timeout = create_timeout
 
     async def _call(self, service: str, method: str, req: Message, resp: type[M],
-                    timeout: float | None = None) -> M:
+                    timeout: float | None) -> M:
         data = await self.ttrpc.call(service, method, req.SerializeToString(), timeout)
         out = resp()
-        out.ParseFromString(data)
+        try:
+            out.ParseFromString(data)
+        except (DecodeError, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"agent {method}: malformed {resp.__name__}: {exc}") from exc
         return out
 
-    async def check(self, timeout: float | None = None) -> pb.HealthCheckResponse:
+    async def _unary(self, method: str, req: Message, resp: type[M],
+                     timeout: float | None = None) -> M:
+        return await self._call(AGENT, method, req, resp, timeout or self.call_timeout)
+
+    async def check(self) -> pb.HealthCheckResponse:
+        # No deadline of its own: the caller bounds the wait for the guest to boot.
         return await self._call(HEALTH, "Check", pb.CheckRequest(), pb.HealthCheckResponse,
-                                timeout)
+                                None)
 
     async def version(self) -> pb.VersionCheckResponse:
-        return await self._call(HEALTH, "Version", pb.CheckRequest(), pb.VersionCheckResponse)
+        return await self._call(HEALTH, "Version", pb.CheckRequest(), pb.VersionCheckResponse,
+                                self.call_timeout)
 
     async def create_sandbox(self, req: pb.CreateSandboxRequest) -> None:
-        await self._call(AGENT, "CreateSandbox", req, pb.Empty)
+        await self._unary("CreateSandbox", req, pb.Empty)
 
     async def destroy_sandbox(self, timeout: float | None = None) -> None:
-        await self._call(AGENT, "DestroySandbox", pb.DestroySandboxRequest(), pb.Empty, timeout)
+        await self._unary("DestroySandbox", pb.DestroySandboxRequest(), pb.Empty, timeout)
 
     async def create_container(self, req: pb.CreateContainerRequest) -> None:
-        await self._call(AGENT, "CreateContainer", req, pb.Empty)
+        await self._unary("CreateContainer", req, pb.Empty, self.create_timeout)
 
     async def start_container(self, cid: str) -> None:
-        await self._call(AGENT, "StartContainer", pb.StartContainerRequest(container_id=cid),
-                         pb.Empty)
+        await self._unary("StartContainer", pb.StartContainerRequest(container_id=cid),
+                          pb.Empty, self.create_timeout)
 
     async def remove_container(self, cid: str, timeout: int = 0) -> None:
         req = pb.RemoveContainerRequest(container_id=cid, timeout=timeout)
-        await self._call(AGENT, "RemoveContainer", req, pb.Empty)
+        await self._unary("RemoveContainer", req, pb.Empty, self.call_timeout + timeout)
 
     async def exec_process(self, cid: str, exec_id: str, process_json: bytes) -> None:
         req = pb.ExecProcessRequest(container_id=cid, exec_id=exec_id, process_json=process_json)
-        await self._call(AGENT, "ExecProcess", req, pb.Empty)
+        await self._unary("ExecProcess", req, pb.Empty, self.create_timeout)
 
     async def signal_process(self, cid: str, exec_id: str, signal: int) -> None:
         req = pb.SignalProcessRequest(container_id=cid, exec_id=exec_id, signal=signal)
-        await self._call(AGENT, "SignalProcess", req, pb.Empty)
+        await self._unary("SignalProcess", req, pb.Empty)
 
     async def wait_process(self, cid: str, exec_id: str = "") -> int:
         req = pb.WaitProcessRequest(container_id=cid, exec_id=exec_id)
-        return (await self._call(AGENT, "WaitProcess", req, pb.WaitProcessResponse)).status
+        status = (await self._call(AGENT, "WaitProcess", req, pb.WaitProcessResponse,
+                                   None)).status
+        if not 0 <= status <= 255:  # 128+signal at most; anything else hides the truth
+            raise ProtocolError(f"agent WaitProcess: exit status {status} out of range 0-255")
+        return status
 
     async def read_stdout(self, cid: str, exec_id: str = "") -> bytes:
         req = pb.ReadStreamRequest(container_id=cid, exec_id=exec_id, len=READ_CHUNK)
-        return (await self._call(AGENT, "ReadStdout", req, pb.ReadStreamResponse)).data
+        return await self._read("ReadStdout", req)
 
     async def read_stderr(self, cid: str, exec_id: str = "") -> bytes:
         req = pb.ReadStreamRequest(container_id=cid, exec_id=exec_id, len=READ_CHUNK)
-        return (await self._call(AGENT, "ReadStderr", req, pb.ReadStreamResponse)).data
+        return await self._read("ReadStderr", req)
+
+    async def _read(self, method: str, req: pb.ReadStreamRequest) -> bytes:
+        data = (await self._call(AGENT, method, req, pb.ReadStreamResponse, None)).data
+        if len(data) > req.len:
+            raise ProtocolError(f"agent {method}: {len(data)} bytes, asked for {req.len}")
+        return data
 
     async def write_stdin(self, cid: str, exec_id: str, data: bytes) -> int:
         req = pb.WriteStreamRequest(container_id=cid, exec_id=exec_id, data=data)
-        return (await self._call(AGENT, "WriteStdin", req, pb.WriteStreamResponse)).len
+        n = (await self._unary("WriteStdin", req, pb.WriteStreamResponse)).len
+        if not 0 < n <= len(data):  # 0 would loop forever; more is a lie
+            raise ProtocolError(f"agent WriteStdin: wrote {n} of {len(data)} bytes")
+        return n
 
     async def close_stdin(self, cid: str, exec_id: str = "") -> None:
         req = pb.CloseStdinRequest(container_id=cid, exec_id=exec_id)
-        await self._call(AGENT, "CloseStdin", req, pb.Empty)
+        await self._unary("CloseStdin", req, pb.Empty)
 
     async def guest_details(self) -> pb.GuestDetailsResponse:
         req = pb.GuestDetailsRequest(mem_block_size=True, mem_hotplug_probe=True)
-        return await self._call(AGENT, "GetGuestDetails", req, pb.GuestDetailsResponse)
+        return await self._unary("GetGuestDetails", req, pb.GuestDetailsResponse)

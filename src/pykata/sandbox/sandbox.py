@@ -126,7 +126,8 @@ class Sandbox:
             reader, writer = await asyncio.open_unix_connection(sock=vm.agent_sock)
         else:
             reader, writer = await vmm.dial_vsock(self.plan.guest_cid, AGENT_VSOCK_PORT)
-        client = AgentClient(TtrpcClient(reader, writer))
+        client = AgentClient(TtrpcClient(reader, writer),
+                             create_timeout=self.cfg.runtime.create_container_timeout)
         self._stack.push_async_callback(client.ttrpc.close)
         await client.check()
         return client

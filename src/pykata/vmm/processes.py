@@ -62,10 +62,13 @@ async def stop(proc: asyncio.subprocess.Process, grace: float) -> int:
 
 
 def log_tail(path: str, limit: int = 2000) -> str:
+    """The end of a log for an error message. The guest writes the console log, so control
+    characters are replaced: guest text must not drive the user's terminal."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - limit))
-            return f.read().decode(errors="replace").strip()
+            text = f.read().decode(errors="replace").strip()
     except OSError:
         return ""
+    return "".join(c if c.isprintable() or c in "\n\t" else "?" for c in text)
