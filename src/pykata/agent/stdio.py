@@ -14,13 +14,45 @@ import os
 MAX_READ = 1 << 20
 
 
-class PipeReader:
-    def __init__(self, fd: int) -> None:
+class _PipeEnd:
+    """One non-blocking pipe fd, parked on the event loop while it is not ready."""
+
+    def __init__(self, fd: int, writer: bool) -> None:
         os.set_blocking(fd, False)
         self._fd = fd
+        self._writer = writer
         self._lock = asyncio.Lock()
         self._waiter: asyncio.Future[None] | None = None
         self.closed = False
+
+    async def _ready(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        (loop.add_writer if self._writer else loop.add_reader)(self._fd, _wake, self._waiter)
+        try:
+            await self._waiter
+        finally:
+            if not self.closed:
+                self._unwatch(loop)
+            self._waiter = None
+
+    def _unwatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        (loop.remove_writer if self._writer else loop.remove_reader)(self._fd)
+
+    def close_now(self) -> None:
+        """Closes at once; a read in progress returns b"", a write raises BrokenPipeError."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._waiter is not None:
+            self._unwatch(asyncio.get_running_loop())
+            _wake(self._waiter)
+        os.close(self._fd)
+
+
+class PipeReader(_PipeEnd):
+    def __init__(self, fd: int) -> None:
+        super().__init__(fd, writer=False)
 
     async def read(self, size: int) -> bytes:
         """Up to size bytes; b"" once every writer has closed (or the reader has)."""
@@ -29,37 +61,16 @@ class PipeReader:
                 try:
                     return os.read(self._fd, min(size, MAX_READ))
                 except BlockingIOError:
-                    await self._readable()
+                    await self._ready()
             return b""
 
-    async def _readable(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._waiter = loop.create_future()
-        loop.add_reader(self._fd, _wake, self._waiter)
-        try:
-            await self._waiter
-        finally:
-            if not self.closed:
-                loop.remove_reader(self._fd)
-            self._waiter = None
-
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self._waiter is not None:
-            asyncio.get_running_loop().remove_reader(self._fd)
-            _wake(self._waiter)
-        os.close(self._fd)
+        self.close_now()
 
 
-class PipeWriter:
+class PipeWriter(_PipeEnd):
     def __init__(self, fd: int) -> None:
-        os.set_blocking(fd, False)
-        self._fd = fd
-        self._lock = asyncio.Lock()
-        self._waiter: asyncio.Future[None] | None = None
-        self.closed = False
+        super().__init__(fd, writer=True)
 
     async def write(self, data: bytes) -> int:
         """Writes all of data (waiting for room); raises BrokenPipeError if nobody reads."""
@@ -69,36 +80,15 @@ class PipeWriter:
                 try:
                     view = view[os.write(self._fd, view):]
                 except BlockingIOError:
-                    await self._writable()
+                    await self._ready()
             if view:
                 raise BrokenPipeError(32, "stdin was closed")
             return len(data)
-
-    async def _writable(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._waiter = loop.create_future()
-        loop.add_writer(self._fd, _wake, self._waiter)
-        try:
-            await self._waiter
-        finally:
-            if not self.closed:
-                loop.remove_writer(self._fd)
-            self._waiter = None
 
     async def close(self) -> None:
         """Closes after writes in progress, so the reader sees all data, then EOF."""
         async with self._lock:
             self.close_now()
-
-    def close_now(self) -> None:
-        """Closes at once; a write in progress fails with BrokenPipeError."""
-        if self.closed:
-            return
-        self.closed = True
-        if self._waiter is not None:
-            asyncio.get_running_loop().remove_writer(self._fd)
-            _wake(self._waiter)
-        os.close(self._fd)
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
