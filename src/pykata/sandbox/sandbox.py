@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -29,8 +28,6 @@ from pykata.protocol.ttrpc_aio import TtrpcClient
 from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.state import SandboxState, check_transition, require
 from pykata.vmm import vm as vmm
-
-log = logging.getLogger(__name__)
 
 AGENT_VSOCK_PORT = 1024
 
