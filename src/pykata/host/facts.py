@@ -51,4 +51,5 @@ def read_host_facts() -> HostFacts:
         vhost_vsock=os.path.exists("/dev/vhost-vsock"),
         online_cpus=len(os.sched_getaffinity(0)),
         mem_total_mib=read_mem_total_mib(),
+        arch=os.uname().machine,
     )
