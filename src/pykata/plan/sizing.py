@@ -199,10 +199,12 @@ def plan_memory_hotplug(cfg: Config, devices: frozenset[str], bus: str,
         if hv.enable_virtio_mem:
             why += f" but not {virtio_mem or 'virtio-mem'}"
         return "pc-dimm", why
+    if not dimm_ok and not hv.enable_virtio_mem:
+        return "none", (f"this machine type has no pc-dimm and enable_virtio_mem is false "
+                        f"({virtio_mem or 'virtio-mem'} would be its hotplug device)")
     wanted = [d for d in (virtio_mem if hv.enable_virtio_mem else "",
                           "pc-dimm" if dimm_ok else "") if d]
-    return "none", (f"{hv.path} offers no memory hotplug device "
-                    f"({' or '.join(wanted) or 'none known for this machine'})")
+    return "none", f"{hv.path} offers no memory hotplug device ({' or '.join(wanted)})"
 
 
 def plan_sizing(cfg: Config, facts: HostFacts, devices: frozenset[str], workload: Limits,
@@ -236,14 +238,16 @@ def plan_sizing(cfg: Config, facts: HostFacts, devices: frozenset[str], workload
         reasons.append(f"memory raised to {MIN_VM_MEMORY_MIB} MiB: the least a guest boots with")
         memory = MIN_VM_MEMORY_MIB
     vcpus, memory = _cap_to_host(vcpus, memory, facts, warnings)
-    max_vcpus, max_memory = _maxima(cfg, facts, vcpus, memory, warnings, reasons)
     if static:
         max_vcpus, max_memory, mechanism = vcpus, memory, "none"
-    elif max_memory > memory:
-        reasons.append(f"memory hotplug {mechanism}: {mech_why}")
+        reasons.append("max_vcpus and max_memory: the boot size (static)")
     else:
-        mechanism = "none"
-        reasons.append(f"memory hotplug none: no room above {memory} MiB")
+        max_vcpus, max_memory = _maxima(cfg, facts, vcpus, memory, warnings, reasons)
+        if max_memory > memory:
+            reasons.append(f"memory hotplug {mechanism}: {mech_why}")
+        else:
+            mechanism = "none"
+            reasons.append(f"memory hotplug none: no room above {memory} MiB")
     return SizingPlan(
         vcpus=vcpus, max_vcpus=max_vcpus, memory_mib=memory, max_memory_mib=max_memory,
         static=static, memory_hotplug=mechanism, cpu_hotplug=max_vcpus > vcpus,
