@@ -14,6 +14,7 @@ from pykata.plan.sizing import (
     limits_from_spec,
     plan_resize,
     plan_sizing,
+    workload_limits,
 )
 
 GiB = 1 << 30
@@ -239,3 +240,19 @@ def test_static_never_resizes() -> None:
     p = plan_sizing(_cfg({"static_sandbox_resource_mgmt": True}), _facts(), X86, Limits(1, 512))
     got = plan_resize(p, [Limits(4, 4096)])
     assert (got.vcpus, got.memory_mib) == (p.vcpus, p.memory_mib)
+
+
+@pytest.mark.parametrize(
+    ("doc", "want"),
+    [
+        ({}, (0.0, 0)),
+        (_spec({"quota": 200000, "period": 100000}, {"limit": GiB}), (2.0, 1024)),
+        ({**_spec({"quota": 200000}), "annotations": {A + "memory": str(GiB), "x": "y"}},
+         (0.0, 1024)),                                    # the pod's limits win
+        ({**_spec({"quota": 200000}), "annotations": {"x": "y"}}, (2.0, 0)),
+    ],
+    ids=["nothing", "container", "sandbox-annotations", "other-annotations"],
+)
+def test_workload_limits(doc: dict[str, Any], want: tuple[float, int]) -> None:
+    got = workload_limits(doc, "config.json")
+    assert (got.vcpus, got.memory_mib) == want

@@ -184,6 +184,16 @@ def limits_from_annotations(annotations: Mapping[str, str], source: str) -> Limi
     return Limits(vcpus, mib, tuple(reasons))
 
 
+def workload_limits(doc: Mapping[str, Any], source: str) -> Limits:
+    """What a single-container sandbox (`pykata run`, a bundle) needs at boot: the CRI
+    sandbox annotations' limits when there are any, else the container's own."""
+    annotations = doc.get("annotations") or {}
+    if not isinstance(annotations, Mapping):
+        raise SpecError(source, "annotations", f"must be an object, got {annotations!r}")
+    pod = limits_from_annotations(annotations, source)
+    return pod if pod is not None else limits_from_spec(doc, source)
+
+
 # ---- the plan ------------------------------------------------------------------------------
 
 
