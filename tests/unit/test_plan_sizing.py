@@ -126,11 +126,14 @@ def test_limits_from_annotations(annotations: dict[str, str],
     [
         ({A + "cpu-quota": "lots"}, r"sandbox-cpu-quota: expected an integer, got 'lots'"),
         ({A + "cpu-quota": "1e5"}, r"sandbox-cpu-quota: expected an integer, got '1e5'"),
+        ({A + "cpu-quota": "--5"}, r"sandbox-cpu-quota: expected an integer, got '--5'"),
+        ({A + "memory": "\u00b2"}, r"sandbox-memory: expected an integer, got '\u00b2'"),
         ({A + "cpu-period": "0", A + "cpu-quota": "1"}, r"sandbox-cpu-period: .*got 0"),
         ({A + "memory": "1Gi"}, r"sandbox-memory: expected an integer, got '1Gi'"),
         ({A + "memory": "1024"}, r"sandbox-memory: 1024 bytes \(0 MiB\) is below"),
     ],
-    ids=["quota-word", "quota-float", "period-zero", "memory-suffix", "memory-tiny"],
+    ids=["quota-word", "quota-float", "quota-double-minus", "memory-superscript", "period-zero",
+         "memory-suffix", "memory-tiny"],
 )
 def test_bad_annotations_name_field_and_value(annotations: dict[str, str], match: str) -> None:
     with pytest.raises(SpecError, match=match):
@@ -198,8 +201,12 @@ def test_virtio_mem_missing_falls_back_to_pc_dimm_with_reason() -> None:
          "default_maxvcpus 16 capped to the host's 2 CPUs"),
         ({"default_maxmemory": 65536}, Limits(), (1, 2, 2048, 16384),
          "default_maxmemory 65536 MiB capped to the host's 16384 MiB"),
+        ({"default_maxvcpus": 1}, Limits(1, 0), (1, 1, 2048, 16384),
+         "vcpus 2 capped to max_vcpus 1"),
+        ({"default_maxmemory": 3000}, Limits(0, 2048), (1, 2, 3000, 3000),
+         "memory 4096 MiB capped to max_memory 3000 MiB"),
     ],
-    ids=["vcpus", "memory", "maxvcpus", "maxmemory"],
+    ids=["vcpus", "memory", "maxvcpus", "maxmemory", "over-maxvcpus", "over-maxmemory"],
 )
 def test_host_caps_warn(qemu: dict[str, Any], workload: Limits, want: tuple[int, ...],
                         warning: str) -> None:

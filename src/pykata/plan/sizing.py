@@ -11,6 +11,7 @@ SpecError naming the field and the value.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -29,6 +30,7 @@ MIN_VM_MEMORY_MIB = 256
 CRI = "io.kubernetes.cri."
 ANNOTATIONS = {"cpu_quota": CRI + "sandbox-cpu-quota", "cpu_period": CRI + "sandbox-cpu-period",
                "cpu_shares": CRI + "sandbox-cpu-shares", "memory": CRI + "sandbox-memory"}
+_INT = re.compile(r"-?[0-9]{1,19}\Z")
 # Hotplug device names per bus.
 VIRTIO_MEM = {"pci": "virtio-mem-pci", "ccw": "virtio-mem-ccw"}
 
@@ -163,7 +165,7 @@ def limits_from_annotations(annotations: Mapping[str, str], source: str) -> Limi
     for key, name in ANNOTATIONS.items():
         if name in annotations:
             raw = annotations[name].strip()
-            if not raw.lstrip("-").isdigit() or len(raw) > 20:
+            if not _INT.match(raw):
                 raise SpecError(source, name, f"expected an integer, got {annotations[name]!r}")
             got[key] = int(raw)
     if not got:
@@ -252,7 +254,13 @@ def plan_sizing(cfg: Config, facts: HostFacts, devices: frozenset[str], workload
         max_vcpus, max_memory, mechanism = vcpus, memory, "none"
         reasons.append("max_vcpus and max_memory: the boot size (static)")
     else:
-        max_vcpus, max_memory = _maxima(cfg, facts, vcpus, memory, warnings, reasons)
+        max_vcpus, max_memory = _maxima(cfg, facts, warnings, reasons)
+        if vcpus > max_vcpus:
+            warnings.append(f"vcpus {vcpus} capped to max_vcpus {max_vcpus}")
+            vcpus = max_vcpus
+        if memory > max_memory:
+            warnings.append(f"memory {memory} MiB capped to max_memory {max_memory} MiB")
+            memory = max_memory
         if max_memory > memory:
             reasons.append(f"memory hotplug {mechanism}: {mech_why}")
         else:
@@ -277,7 +285,7 @@ def _cap_to_host(vcpus: int, memory: int, facts: HostFacts,
     return vcpus, memory
 
 
-def _maxima(cfg: Config, facts: HostFacts, vcpus: int, memory: int, warnings: list[str],
+def _maxima(cfg: Config, facts: HostFacts, warnings: list[str],
             reasons: list[str]) -> tuple[int, int]:
     hv = cfg.hypervisor
     host_cpus = min(facts.online_cpus, MAX_VCPUS)
@@ -292,7 +300,7 @@ def _maxima(cfg: Config, facts: HostFacts, vcpus: int, memory: int, warnings: li
     else:
         max_vcpus = hv.default_maxvcpus
         reasons.append(f"max_vcpus {max_vcpus}: default_maxvcpus")
-    host_mem = facts.mem_total_mib or memory
+    host_mem = facts.mem_total_mib or hv.default_maxmemory or hv.default_memory
     if hv.default_maxmemory == 0:
         max_memory = host_mem
         reasons.append(f"max_memory {max_memory} MiB: default_maxmemory = 0: the host's RAM")
@@ -303,7 +311,7 @@ def _maxima(cfg: Config, facts: HostFacts, vcpus: int, memory: int, warnings: li
     else:
         max_memory = hv.default_maxmemory
         reasons.append(f"max_memory {max_memory} MiB: default_maxmemory")
-    return max(max_vcpus, vcpus), max(max_memory, memory)
+    return max_vcpus, max_memory
 
 
 def plan_resize(current: SizingPlan, containers: Sequence[Limits]) -> ResizeTarget:
