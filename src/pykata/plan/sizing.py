@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from pykata.domain.config import Config
@@ -232,35 +232,14 @@ def plan_sizing(cfg: Config, facts: HostFacts, devices: frozenset[str], workload
         reasons.append("static: static_sandbox_resource_mgmt = true, no hotplug")
     elif mechanism == "none":
         reasons.append(f"static: {mech_why}")
-    base_cpu, base_mem = hv.default_vcpus, hv.default_memory
-    base_why = f"default_vcpus {hv.default_vcpus:g}", f"default_memory {hv.default_memory}"
-    if static:
-        # runtime-rs: a statically sized VM gets the workload plus a small overhead.
-        if workload.vcpus:
-            base_cpu, base_why = hv.overhead_vcpus, (f"overhead_vcpus {hv.overhead_vcpus:g}",
-                                                     base_why[1])
-        if workload.memory_mib:
-            base_mem, base_why = hv.overhead_memory, (base_why[0],
-                                                      f"overhead_memory {hv.overhead_memory}")
-    vcpus = max(1, math.ceil(base_cpu + workload.vcpus))
-    memory = base_mem + workload.memory_mib
-    reasons.append(f"vcpus {vcpus}: ceil({base_why[0]} + workload {workload.vcpus:g})")
-    reasons.append(f"memory {memory} MiB: {base_why[1]} + workload {workload.memory_mib}")
-    if static and memory < MIN_VM_MEMORY_MIB:
-        reasons.append(f"memory raised to {MIN_VM_MEMORY_MIB} MiB: the least a guest boots with")
-        memory = MIN_VM_MEMORY_MIB
+    vcpus, memory = _boot_size(cfg, workload, static, reasons)
     vcpus, memory = _cap_to_host(vcpus, memory, facts, warnings)
     if static:
         max_vcpus, max_memory, mechanism = vcpus, memory, "none"
         reasons.append("max_vcpus and max_memory: the boot size (static)")
     else:
         max_vcpus, max_memory = _maxima(cfg, facts, warnings, reasons)
-        if vcpus > max_vcpus:
-            warnings.append(f"vcpus {vcpus} capped to max_vcpus {max_vcpus}")
-            vcpus = max_vcpus
-        if memory > max_memory:
-            warnings.append(f"memory {memory} MiB capped to max_memory {max_memory} MiB")
-            memory = max_memory
+        vcpus, memory = _cap_to_max(vcpus, memory, max_vcpus, max_memory, warnings)
         if max_memory > memory:
             reasons.append(f"memory hotplug {mechanism}: {mech_why}")
         else:
@@ -272,6 +251,37 @@ def plan_sizing(cfg: Config, facts: HostFacts, devices: frozenset[str], workload
         memory_slots=hv.memory_slots if mechanism != "none" else 0,
         default_vcpus=hv.default_vcpus, default_memory_mib=hv.default_memory,
         warnings=tuple(warnings), reasons=tuple(reasons))
+
+
+def _boot_size(cfg: Config, workload: Limits, static: bool,
+               reasons: list[str]) -> tuple[int, int]:
+    hv = cfg.hypervisor
+    base_cpu, base_mem = hv.default_vcpus, hv.default_memory
+    cpu_why, mem_why = f"default_vcpus {hv.default_vcpus:g}", f"default_memory {hv.default_memory}"
+    # runtime-rs: a statically sized VM gets the workload's limits plus a small overhead.
+    if static and workload.vcpus:
+        base_cpu, cpu_why = hv.overhead_vcpus, f"overhead_vcpus {hv.overhead_vcpus:g}"
+    if static and workload.memory_mib:
+        base_mem, mem_why = hv.overhead_memory, f"overhead_memory {hv.overhead_memory}"
+    vcpus = max(1, math.ceil(base_cpu + workload.vcpus))
+    memory = base_mem + workload.memory_mib
+    reasons.append(f"vcpus {vcpus}: ceil({cpu_why} + workload {workload.vcpus:g})")
+    reasons.append(f"memory {memory} MiB: {mem_why} + workload {workload.memory_mib}")
+    if static and memory < MIN_VM_MEMORY_MIB:
+        reasons.append(f"memory raised to {MIN_VM_MEMORY_MIB} MiB: the least a guest boots with")
+        memory = MIN_VM_MEMORY_MIB
+    return vcpus, memory
+
+
+def _cap_to_max(vcpus: int, memory: int, max_vcpus: int, max_memory: int,
+                warnings: list[str]) -> tuple[int, int]:
+    if vcpus > max_vcpus:
+        warnings.append(f"vcpus {vcpus} capped to max_vcpus {max_vcpus}")
+        vcpus = max_vcpus
+    if memory > max_memory:
+        warnings.append(f"memory {memory} MiB capped to max_memory {max_memory} MiB")
+        memory = max_memory
+    return vcpus, memory
 
 
 def _cap_to_host(vcpus: int, memory: int, facts: HostFacts,
@@ -334,8 +344,3 @@ def plan_resize(current: SizingPlan, containers: Sequence[Limits]) -> ResizeTarg
                        f"{current.memory_hotplug} cannot shrink")
         memory = current.memory_mib
     return ResizeTarget(vcpus, memory, tuple(reasons))
-
-
-def with_boot_size(plan: SizingPlan, target: ResizeTarget) -> SizingPlan:
-    """`plan` after `target` was applied (what the VM now has)."""
-    return replace(plan, vcpus=target.vcpus, memory_mib=target.memory_mib)
