@@ -215,6 +215,15 @@ def test_host_caps_warn(qemu: dict[str, Any], workload: Limits, want: tuple[int,
     assert p.warnings == (warning,)
 
 
+@pytest.mark.parametrize(("virtio_mem", "host_mib"), [(False, 24103), (True, 24103),
+                                                     (True, 2100)])
+def test_hotplug_room_is_whole_blocks(virtio_mem: bool, host_mib: int) -> None:
+    p = plan_sizing(_cfg(enable_virtio_mem=virtio_mem), _facts(mem=host_mib), X86, Limits())
+    assert (p.max_memory_mib - p.memory_mib) % 128 == 0
+    assert p.memory_hotplug == ("none" if host_mib < 2048 + 128 else
+                                "virtio-mem" if virtio_mem else "pc-dimm")
+
+
 def test_max_vcpus_capped_at_240() -> None:
     assert plan_sizing(_cfg(), _facts(cpus=512), X86, Limits()).max_vcpus == 240
 
@@ -225,7 +234,7 @@ def test_max_vcpus_capped_at_240() -> None:
         ({}, [], (1, 2048)),
         ({}, [Limits(0.5, 256), Limits(0.5, 256)], (2, 2560)),
         ({}, [Limits(100, 0)], (8, 2048)),                       # capped to max_vcpus
-        ({"default_maxmemory": 3000}, [Limits(0, 4096)], (1, 3000)),  # capped to max_memory
+        ({"default_maxmemory": 3000}, [Limits(0, 4096)], (1, 2944)),  # max: whole blocks
     ],
     ids=["empty", "sum", "cpu-cap", "memory-cap"],
 )

@@ -31,6 +31,9 @@ CRI = "io.kubernetes.cri."
 ANNOTATIONS = {"cpu_quota": CRI + "sandbox-cpu-quota", "cpu_period": CRI + "sandbox-cpu-period",
                "cpu_shares": CRI + "sandbox-cpu-shares", "memory": CRI + "sandbox-memory"}
 _INT = re.compile(r"-?[0-9]{1,19}\Z")
+# Hotplugged memory comes in multiples of this: x86's guest memory block, and a multiple of
+# every virtio-mem block size (QEMU refuses a virtio-mem region of 2047 MiB).
+HOTPLUG_BLOCK_MIB = 128
 # Hotplug device names per bus.
 VIRTIO_MEM = {"pci": "virtio-mem-pci", "ccw": "virtio-mem-ccw"}
 
@@ -240,6 +243,11 @@ def plan_sizing(cfg: Config, facts: HostFacts, devices: frozenset[str], workload
     else:
         max_vcpus, max_memory = _maxima(cfg, facts, warnings, reasons)
         vcpus, memory = _cap_to_max(vcpus, memory, max_vcpus, max_memory, warnings)
+        headroom = (max_memory - memory) // HOTPLUG_BLOCK_MIB * HOTPLUG_BLOCK_MIB
+        if memory + headroom != max_memory:
+            max_memory = memory + headroom
+            reasons.append(f"max_memory {max_memory} MiB: the room above boot memory, "
+                           f"a multiple of {HOTPLUG_BLOCK_MIB} MiB")
         if max_memory > memory:
             reasons.append(f"memory hotplug {mechanism}: {mech_why}")
         else:
