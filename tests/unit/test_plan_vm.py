@@ -64,8 +64,9 @@ def test_vsock_without_device_is_an_error() -> None:
 
 def test_fractional_vcpus_round_up_and_cap() -> None:
     assert plan_vm(_cfg(default_vcpus=1.2), _facts(), "s", "/r/s").vcpus == 2
-    with pytest.raises(ConfigError, match="host has only 2 CPUs"):
-        plan_vm(_cfg(default_vcpus=3), _facts(), "s", "/r/s")
+    plan = plan_vm(_cfg(default_vcpus=3), _facts(), "s", "/r/s")
+    assert plan.vcpus == 2
+    assert plan.sizing.warnings == ("vcpus 3 capped to the host's 2 CPUs",)
 
 
 GOLDEN_TCG = (

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pykata.domain.errors import PykataError
 
@@ -49,9 +50,26 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--boot", action="store_true",
                        help="also boot one real VM, run `true` in it, and time it")
 
+    _add_plan_parser(sub)
+
     env = sub.add_parser("env", help="effective configuration and host facts, for bug reports")
     env.add_argument("--json", action="store_true", help="JSON instead of TOML")
     return p
+
+
+def _add_plan_parser(sub: Any) -> None:
+    p = sub.add_parser("plan", help="show the VM pykata would boot, and why",
+                       description="Compute, without starting anything, the VM the runtime "
+                       "would boot for a bundle or a Kubernetes Pod manifest.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--bundle", help="OCI bundle directory (config.json)")
+    src.add_argument("--pod", help="Kubernetes Pod manifest (YAML)")
+    p.add_argument("--config", default=argparse.SUPPRESS, help="configuration file")
+    p.add_argument("--annotation", action="append", default=[], metavar="K=V",
+                   help="add or override an annotation of the bundle's config.json")
+    p.add_argument("--sysfs-root", help="read the host's CPUs and RAM from this directory "
+                   "laid out like /sys")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pykata.cli import check
 
             return check.main(args)
+        if args.command == "plan":
+            from pykata.cli import plan
+
+            return plan.main(args)
         if args.command == "env":
             from pykata.cli import env
 

@@ -132,19 +132,25 @@ class HypervisorConfig:
         "vCPUs at boot; fractions round up.", check=_positive, maximum=240,
         annotation="default_vcpus"))
     default_maxvcpus: int = field(default=0, metadata=_spec(
-        "Most vCPUs the VM can grow to; 0: the host's CPUs (at most 240).", used=False,
+        "Most vCPUs the VM can grow to; 0: the host's CPUs (at most 240).",
         minimum=0, maximum=240, annotation="default_max_vcpus"))
     default_memory: int = field(default=2048, metadata=_spec(
         "Memory at boot.", minimum=64, unit="MiB", annotation="default_memory"))
     default_maxmemory: int = field(default=0, metadata=_spec(
-        "Most memory the VM can grow to; 0: the host's RAM.", used=False, minimum=0,
+        "Most memory the VM can grow to; 0: the host's RAM.", minimum=0,
         unit="MiB"))
     memory_slots: int = field(default=10, metadata=_spec(
-        "Memory hotplug slots (`-m slots=`).", used=False, minimum=1, maximum=256,
+        "Memory hotplug slots (`-m slots=`).", minimum=1, maximum=256,
         annotation="memory_slots"))
+    overhead_vcpus: float = field(default=0.2, metadata=_spec(
+        "vCPUs added to the workload's limit when sizing statically (runtime-rs).",
+        minimum=0, maximum=240, annotation="overhead_vcpus"))
+    overhead_memory: int = field(default=32, metadata=_spec(
+        "Memory added to the workload's limit when sizing statically (runtime-rs).",
+        minimum=0, unit="MiB", annotation="overhead_memory"))
     enable_virtio_mem: bool = field(default=False, metadata=_spec(
         "Resize memory with virtio-mem (both ways) instead of pc-dimm (grow only).",
-        used=False, annotation="enable_virtio_mem"))
+        annotation="enable_virtio_mem"))
     enable_mem_prealloc: bool = field(default=False, metadata=_spec(
         "Pre-allocate all guest memory at boot.", used=False,
         annotation="enable_mem_prealloc"))
@@ -193,8 +199,8 @@ class RuntimeConfig:
         "Pin each vCPU thread to one host CPU when their numbers match.", used=False,
         annotation="enable_vcpus_pinning"))
     static_sandbox_resource_mgmt: bool = field(default=False, metadata=_spec(
-        "Size the VM once at boot (defaults plus the sandbox's limits); no hotplug.",
-        used=False))
+        "Size the VM once at boot (the sandbox's limits plus `overhead_vcpus` and "
+        "`overhead_memory`, or the defaults where it sets none); no hotplug."))
     sandbox_cgroup_only: bool = field(default=False, metadata=_spec(
         "Put the VM's host processes only in the sandbox's cgroup.", used=False,
         annotation="sandbox_cgroup_only"))

@@ -13,3 +13,4 @@ class HostFacts:
     vhost_vsock: bool         # /dev/vhost-vsock exists
     online_cpus: int
     mem_total_mib: int
+    arch: str = "x86_64"      # os.uname().machine

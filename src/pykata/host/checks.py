@@ -69,12 +69,21 @@ def parse_list_help(text: str) -> frozenset[str]:
     return frozenset(line.split()[0] for line in text.splitlines()[1:] if line.strip())
 
 
+def read_qemu_devices(path: str) -> tuple[frozenset[str] | None, str]:
+    """The devices `path -device help` lists (see parse_device_help), or (None, why)."""
+    out, why = run_tool([path, "-device", "help"])
+    return (parse_device_help(out), "") if out is not None else (None, why)
+
+
 def read_qemu_caps(path: str) -> QemuCaps:
     found = []
-    for option, parse in (("-accel", parse_list_help), ("-device", parse_device_help),
-                          ("-machine", parse_list_help)):
+    for option in ("-accel", "-device", "-machine"):
+        if option == "-device":
+            devices, _ = read_qemu_devices(path)
+            found.append(devices or frozenset())
+            continue
         out, _ = run_tool([path, option, "help"])
-        found.append(parse(out) if out is not None else frozenset())
+        found.append(parse_list_help(out) if out is not None else frozenset())
     return QemuCaps(*found)
 
 

@@ -51,4 +51,27 @@ def read_host_facts() -> HostFacts:
         vhost_vsock=os.path.exists("/dev/vhost-vsock"),
         online_cpus=len(os.sched_getaffinity(0)),
         mem_total_mib=read_mem_total_mib(),
+        arch=os.uname().machine,
     )
+
+
+def read_sysfs_sizes(root: str) -> tuple[int, int]:
+    """(online CPUs, RAM in MiB) from a directory laid out like /sys: `devices/system/cpu/
+    online` and the `MemTotal` of every `devices/system/node/node*/meminfo`."""
+    from pykata.domain.cpuset import CpuSet, CpuSetError
+    from pykata.domain.errors import HostError
+
+    online = Path(root, "devices/system/cpu/online")
+    try:
+        cpus = len(CpuSet.parse(online.read_text().strip()))
+    except (OSError, CpuSetError) as exc:
+        raise HostError(f"--sysfs-root {root}: cannot read {online}: {exc}") from None
+    kib = 0
+    for meminfo in sorted(Path(root, "devices/system/node").glob("node*/meminfo")):
+        for line in meminfo.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 4 and fields[2] == "MemTotal:":
+                kib += int(fields[3])
+    if not kib:
+        raise HostError(f"--sysfs-root {root}: no MemTotal in devices/system/node/node*/meminfo")
+    return cpus, kib // 1024

@@ -73,10 +73,31 @@ class Smp:
 
 @dataclass(frozen=True)
 class Memory:
+    """Boot memory; with `slots`/`max_mib`, room for hotplugged memory devices."""
+
     size_mib: int
+    slots: int = 0
+    max_mib: int = 0
 
     def args(self) -> list[str]:
-        return ["-m", f"{self.size_mib}M"]
+        if not self.max_mib:
+            return ["-m", f"{self.size_mib}M"]
+        return ["-m", f"{self.size_mib}M,slots={self.slots},maxmem={self.max_mib}M"]
+
+
+@dataclass(frozen=True)
+class VirtioMem:
+    """A virtio-mem device that can plug up to `size_mib`, none of it at boot."""
+
+    id: str
+    size_mib: int
+    bus: str = "pci"
+
+    def args(self) -> list[str]:
+        return ["-object", f"memory-backend-memfd,id={self.id}-mem,size={self.size_mib}M,"
+                "share=on",
+                "-device", f"virtio-mem-{self.bus},id={self.id},memdev={self.id}-mem,"
+                "requested-size=0"]
 
 
 @dataclass(frozen=True)
@@ -127,9 +148,10 @@ class AgentSerialPort:
 
     fd: int
     name: str = "agent.channel.0"
+    bus: str = "pci"
 
     def args(self) -> list[str]:
-        return ["-device", "virtio-serial-pci,id=serial0",
+        return ["-device", f"virtio-serial-{self.bus},id=serial0",
                 "-chardev", f"socket,id=agent,fd={self.fd},server=on,wait=off",
                 "-device", f"virtserialport,chardev=agent,id=channel0,name={self.name}"]
 
@@ -137,9 +159,10 @@ class AgentSerialPort:
 @dataclass(frozen=True)
 class Vsock:
     guest_cid: int
+    bus: str = "pci"
 
     def args(self) -> list[str]:
-        return ["-device", f"vhost-vsock-pci,id=vsock0,guest-cid={self.guest_cid}"]
+        return ["-device", f"vhost-vsock-{self.bus},id=vsock0,guest-cid={self.guest_cid}"]
 
 
 @dataclass(frozen=True)
@@ -148,10 +171,11 @@ class VirtioFs:
 
     path: str
     tag: str
+    bus: str = "pci"
 
     def args(self) -> list[str]:
         return ["-chardev", f"socket,id=fs0,path={self.path}",
-                "-device", f"vhost-user-fs-pci,chardev=fs0,tag={self.tag},queue-size=1024"]
+                "-device", f"vhost-user-fs-{self.bus},chardev=fs0,tag={self.tag},queue-size=1024"]
 
 
 def build_argv(binary: str, options: Iterable[QemuOption]) -> list[str]:

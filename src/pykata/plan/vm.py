@@ -5,27 +5,22 @@ Pure: host facts and configuration arrive as arguments; nothing here reads the h
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from pykata.domain.config import Config
 from pykata.domain.errors import ConfigError
 from pykata.domain.host import HostFacts
 from pykata.plan import qemu
+from pykata.plan.arch import ArchProfile, plan_arch, plan_machine
+from pykata.plan.sizing import Limits, SizingPlan, plan_sizing
 
 SHARED_TAG = "pykatafs"
-# Under TCG: the default model plus RDRAND, so the guest's CRNG is ready at boot and
-# Python's start-up does not block ~1.3 s on entropy (measured; `-cpu max` boots slower).
-TCG_CPU_MODEL = "qemu64,+rdrand"
+NO_LIMITS = Limits()
 GUEST_SHARED_DIR = "/run/pykata/shared"
 
-# Quiet, fast boot: no console chatter (serial output is slow under TCG), no PS/2 probing,
-# panic powers off (-no-reboot) instead of hanging.
-BASE_KERNEL_PARAMS = (
-    "console=ttyS0", "quiet", "panic=-1", "reboot=k", "rdinit=/init",
-    "i8042.noaux=1", "i8042.nomux=1", "i8042.nopnp=1", "i8042.dumbkbd=1",
-    "cryptomgr.notests", "no_timer_check", "tsc=reliable",
-)
+# Quiet, fast boot: no console chatter (serial output is slow under TCG), no PS/2 probing
+# (x86), panic powers off (-no-reboot) instead of hanging.
+BASE_KERNEL_PARAMS = ("quiet", "panic=-1", "reboot=k", "rdinit=/init")
 
 
 @dataclass(frozen=True)
@@ -37,8 +32,8 @@ class VmPlan:
     tb_size_mib: int
     machine_type: str
     machine_extra: str
-    vcpus: int
-    memory_mib: int
+    arch: ArchProfile
+    sizing: SizingPlan
     kernel: str
     initrd: str
     kernel_params: tuple[str, ...]
@@ -47,6 +42,14 @@ class VmPlan:
     virtiofs_socket: str
     console_log: str
     reasons: tuple[str, ...]
+
+    @property
+    def vcpus(self) -> int:
+        return self.sizing.vcpus
+
+    @property
+    def memory_mib(self) -> int:
+        return self.sizing.memory_mib
 
 
 def plan_accel(requested: str, facts: HostFacts) -> tuple[str, str]:
@@ -84,18 +87,17 @@ def check_state_dir(state_dir: str) -> None:
 
 
 def plan_vm(
-    cfg: Config, facts: HostFacts, sandbox_id: str, state_dir: str, guest_cid: int = 3
+    cfg: Config, facts: HostFacts, sandbox_id: str, state_dir: str, guest_cid: int = 3,
+    devices: frozenset[str] = frozenset(), workload: Limits = NO_LIMITS,
 ) -> VmPlan:
+    """`devices`: what the QEMU binary offers (none: no hotplug, sized statically);
+    `workload`: the limits known at boot (sandbox annotations or the one container's)."""
     check_state_dir(state_dir)
     hv = cfg.hypervisor
     accel, accel_reason = plan_accel(hv.accel, facts)
-    vcpus = max(1, math.ceil(hv.default_vcpus))
-    reasons = [f"accel {accel}: {accel_reason}",
-               f"vcpus {vcpus}: default_vcpus = {hv.default_vcpus:g}",
-               f"memory {hv.default_memory} MiB: default_memory"]
-    if vcpus > facts.online_cpus:
-        raise ConfigError("configuration", "hypervisor.qemu.default_vcpus", hv.default_vcpus,
-                          f"host has only {facts.online_cpus} CPUs")
+    arch = plan_arch(hv.path, facts.arch)
+    machine, machine_reason = plan_machine(hv.machine_type, arch)
+    sizing = plan_sizing(cfg, facts, devices, workload, bus=arch.bus, dimm_ok=arch.pc_dimm)
     image = cfg.image.dir.rstrip("/") + "/image"
     return VmPlan(
         sandbox_id=sandbox_id,
@@ -103,41 +105,53 @@ def plan_vm(
         accel=accel,
         accel_reason=accel_reason,
         tb_size_mib=hv.tcg_tb_size,
-        machine_type=hv.machine_type,
+        machine_type=machine,
         machine_extra=hv.machine_accelerators,
-        vcpus=vcpus,
-        memory_mib=hv.default_memory,
+        arch=arch,
+        sizing=sizing,
         kernel=hv.kernel or f"{image}/vmlinuz",
         initrd=hv.initrd or f"{image}/initramfs.img",
-        kernel_params=(*BASE_KERNEL_PARAMS, *hv.kernel_params.split()),
+        kernel_params=(f"console={arch.console}", *BASE_KERNEL_PARAMS, *arch.kernel_params,
+                       *hv.kernel_params.split()),
         transport=plan_transport(cfg.agent.transport, facts),
         guest_cid=guest_cid,
         virtiofs_socket=f"{state_dir}/virtiofsd.sock",
         console_log=f"{state_dir}/console.log",
-        reasons=tuple(reasons),
+        reasons=(f"accel {accel}: {accel_reason}", machine_reason, *sizing.reasons),
     )
+
+
+def _memory_options(plan: VmPlan) -> list[qemu.QemuOption]:
+    s = plan.sizing
+    if s.memory_hotplug == "none":
+        return [qemu.Memory(s.memory_mib)]
+    memory: list[qemu.QemuOption] = [qemu.Memory(s.memory_mib, s.memory_slots,
+                                                 s.max_memory_mib)]
+    if s.memory_hotplug == "virtio-mem":
+        memory.append(qemu.VirtioMem("virtiomem0", s.max_memory_mib - s.memory_mib,
+                                     plan.arch.bus))
+    return memory
 
 
 def plan_qemu_argv(plan: VmPlan, qmp_fd: int, agent_fd: int | None) -> list[str]:
     """The QEMU command line; `qmp_fd`/`agent_fd` are listening sockets QEMU inherits."""
+    bus = plan.arch.bus
     options: list[qemu.QemuOption] = [
         qemu.Base(name=f"pykata-{plan.sandbox_id}"),
         qemu.Machine(plan.machine_type, memory_backend="mem0", extra=plan.machine_extra),
         qemu.Accel(plan.accel, plan.tb_size_mib),
-    ]
-    options.append(qemu.Cpu("host" if plan.accel == "kvm" else TCG_CPU_MODEL))
-    options += [
-        qemu.Smp(plan.vcpus, plan.vcpus),
-        qemu.Memory(plan.memory_mib),
-        qemu.MemfdBackend("mem0", plan.memory_mib),
+        qemu.Cpu("host" if plan.accel == "kvm" else plan.arch.tcg_cpu),
+        qemu.Smp(plan.sizing.vcpus, plan.sizing.max_vcpus),
+        *_memory_options(plan),
+        qemu.MemfdBackend("mem0", plan.sizing.memory_mib),
         qemu.DirectBoot(plan.kernel, plan.initrd, " ".join(plan.kernel_params)),
         qemu.QmpMonitor(qmp_fd),
         qemu.SerialConsole(plan.console_log),
-        qemu.VirtioFs(plan.virtiofs_socket, SHARED_TAG),
+        qemu.VirtioFs(plan.virtiofs_socket, SHARED_TAG, bus),
     ]
     if plan.transport == "vsock":
-        options.append(qemu.Vsock(plan.guest_cid))
+        options.append(qemu.Vsock(plan.guest_cid, bus))
     else:
         assert agent_fd is not None, "virtio-serial transport needs the agent socket fd"
-        options.append(qemu.AgentSerialPort(agent_fd))
+        options.append(qemu.AgentSerialPort(agent_fd, bus=bus))
     return qemu.build_argv(plan.binary, options)

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from pykata.domain.config import Config
 from pykata.domain.host import HostFacts
 from pykata.domain.spec import Spec
+from pykata.plan.sizing import Limits
+from pykata.plan.vm import NO_LIMITS
 from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.sandbox import Sandbox
 
@@ -56,8 +58,11 @@ async def pump_stdin(agent: AgentClient, cid: str, fd: int) -> None:
 async def run_container(
     cfg: Config, facts: HostFacts, spec: Spec, rootfs: str, stdin: bool,
     on_warning: Callable[[str], None], fds: tuple[int, int, int] = (0, 1, 2),
+    devices: frozenset[str] = frozenset(), workload: Limits = NO_LIMITS,
 ) -> int:
-    sandbox = Sandbox(cfg, facts)
+    sandbox = Sandbox(cfg, facts, devices=devices, workload=workload)
+    for warning in sandbox.plan.sizing.warnings:
+        on_warning(warning)
     try:
         await sandbox.start()
         for warning in await sandbox.create_container(CONTAINER_ID, spec, rootfs):

@@ -22,7 +22,8 @@ from pykata.domain.host import HostFacts
 from pykata.domain.spec import Spec
 from pykata.host import mounts
 from pykata.plan.guest_spec import plan_guest_spec
-from pykata.plan.vm import GUEST_SHARED_DIR, SHARED_TAG, VmPlan, plan_vm
+from pykata.plan.sizing import Limits
+from pykata.plan.vm import GUEST_SHARED_DIR, NO_LIMITS, SHARED_TAG, VmPlan, plan_vm
 from pykata.protocol.pb import agent_pb2 as pb
 from pykata.protocol.ttrpc_aio import TtrpcClient
 from pykata.sandbox.agent_client import AgentClient
@@ -45,13 +46,17 @@ class Container:
 
 
 class Sandbox:
-    def __init__(self, cfg: Config, facts: HostFacts, sandbox_id: str | None = None) -> None:
+    def __init__(self, cfg: Config, facts: HostFacts, sandbox_id: str | None = None,
+                 devices: frozenset[str] = frozenset(), workload: Limits = NO_LIMITS) -> None:
+        """`devices`: the QEMU binary's (none: sized statically, no hotplug headroom);
+        `workload`: the limits known at boot."""
         self.id = ids.check_id("sandbox id", sandbox_id or uuid.uuid4().hex)
         self.cfg = cfg
         self.state_dir = os.path.join(cfg.runtime.state_dir, self.id)
         self.shared_dir = os.path.join(self.state_dir, "shared")
         self.plan: VmPlan = plan_vm(cfg, facts, self.id, self.state_dir,
-                                    guest_cid=random_guest_cid())
+                                    guest_cid=random_guest_cid(), devices=devices,
+                                    workload=workload)
         self.state = SandboxState.CREATED
         self.containers: dict[str, Container] = {}
         self.vm: vmm.Vm | None = None

@@ -1,0 +1,166 @@
+"""`pykata plan`: bundle and Pod inputs, JSON and table output, errors. Boots nothing: the
+QEMU binary is a script that prints a device list, and the host is a fake /sys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pykata.cli.main import EXIT_PYKATA_ERROR, main
+from pykata.domain.errors import SpecError
+from pykata.plan.pod import plan_pod, quantity
+
+KEYS = ["vcpus", "max_vcpus", "memory_mib", "max_memory_mib", "static", "memory_hotplug",
+        "cpu_hotplug", "qemu_argv", "warnings", "reasons"]
+POD = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - name: app
+    resources: {limits: {cpu: 1500m, memory: 512Mi}}
+  - name: side
+    resources: {requests: {memory: 64Mi}}
+"""
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> dict[str, Path]:
+    qemu = tmp_path / "qemu-system-x86_64"
+    qemu.write_text("#!/bin/sh\necho 'name \"pc-dimm\", desc \"DIMM\"'\n"
+                    "echo 'name \"virtio-mem-pci\", bus PCI'\n")
+    qemu.chmod(0o755)
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[hypervisor.qemu]\npath = "{qemu}"\naccel = "tcg"\n'
+                    f'[image]\ndir = "{tmp_path}/img"\n')
+    sysfs = tmp_path / "sys"
+    (sysfs / "devices/system/cpu").mkdir(parents=True)
+    (sysfs / "devices/system/cpu/online").write_text("0-7\n")
+    for n in (0, 1):
+        (sysfs / f"devices/system/node/node{n}").mkdir(parents=True)
+        (sysfs / f"devices/system/node/node{n}/meminfo").write_text(
+            f"Node {n} MemTotal:        8388608 kB\nNode {n} MemFree: 1 kB\n")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    res = {"cpu": {"quota": 200000, "period": 100000}, "memory": {"limit": 1 << 30}}
+    (bundle / "config.json").write_text(json.dumps({"linux": {"resources": res}}))
+    pod = tmp_path / "pod.yaml"
+    pod.write_text(POD)
+    return {"conf": conf, "sysfs": sysfs, "bundle": bundle, "pod": pod}
+
+
+def _plan(host: dict[str, Path], capsys: pytest.CaptureFixture[str], *extra: str) -> Any:
+    argv = ["plan", "--config", str(host["conf"]), "--sysfs-root", str(host["sysfs"]), *extra]
+    assert main(argv) == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "want"),
+    [
+        ([], (3, 8, 3072, 16384, False, "pc-dimm", True)),
+        (["--annotation", "io.kubernetes.cri.sandbox-memory=536870912"],
+         (1, 8, 2560, 16384, False, "pc-dimm", True)),
+    ],
+    ids=["bundle-limits", "sandbox-annotation-wins"],
+)
+def test_plan_bundle_json(host: dict[str, Path], capsys: pytest.CaptureFixture[str],
+                          extra: list[str], want: tuple[Any, ...]) -> None:
+    doc = json.loads(_plan(host, capsys, "--bundle", str(host["bundle"]), "--json", *extra))
+    assert list(doc) == KEYS
+    assert tuple(doc[k] for k in KEYS[:7]) == want
+    argv = " ".join(doc["qemu_argv"])
+    assert f"-smp {want[0]},maxcpus=8 -m {want[2]}M,slots=10,maxmem=16384M" in argv
+
+
+def test_plan_bundle_table(host: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    out = _plan(host, capsys, "--bundle", str(host["bundle"]))
+    assert "vCPUs           3 (max 8)" in out
+    assert "linux.resources.cpu.quota/period = 200000/100000 = 2 CPUs" in out
+    assert "-smp 3,maxcpus=8" in out
+
+
+def test_plan_pod(host: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    doc = json.loads(_plan(host, capsys, "--pod", str(host["pod"]), "--json"))
+    assert (doc["vcpus"], doc["memory_mib"], doc["pod"]) == (3, 2560, "web")
+    assert doc["overhead"] == {"cpu": "1500m", "memory": "2048Mi"}
+    assert any("side requests memory 64Mi without a limit" in w for w in doc["warnings"])
+    table = _plan(host, capsys, "--pod", str(host["pod"]))
+    assert "pod overhead    cpu 1500m, memory 2048Mi" in table
+
+
+@pytest.mark.parametrize(
+    ("setup", "match"),
+    [
+        (lambda h: (h["pod"].write_text("kind: Deployment\n"), ["--pod", str(h["pod"])]),
+         "kind: expected a Pod manifest, got kind 'Deployment'"),
+        (lambda h: (h["bundle"].joinpath("config.json").write_text(
+            '{"linux": {"resources": {"cpu": {"quota": 5, "period": 0}}}}'),
+            ["--bundle", str(h["bundle"])]),
+         r"linux.resources.cpu.period: must be more than 0, got 0"),
+        (lambda h: (None, ["--bundle", str(h["bundle"]), "--annotation", "novalue"]),
+         "--annotation: novalue: expected KEY=VALUE"),
+    ],
+    ids=["not-a-pod", "zero-period", "bad-annotation-arg"],
+)
+def test_plan_errors(host: dict[str, Path], capsys: pytest.CaptureFixture[str],
+                     setup: Any, match: str) -> None:
+    _, extra = setup(host)
+    argv = ["plan", "--config", str(host["conf"]), "--sysfs-root", str(host["sysfs"]), *extra]
+    assert main(argv) == EXIT_PYKATA_ERROR
+    assert match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [("500m", "0.5"), ("2", "2"), (2, "2"), ("1.5", "1.5"), ("512Mi", str(512 << 20)),
+     ("1G", "1000000000"), ("1Gi", str(1 << 30))],
+)
+def test_quantity(text: object, want: str) -> None:
+    assert quantity(text, "pod.yaml", "x") == type(quantity(1, "", ""))(want)
+
+
+@pytest.mark.parametrize("text", ["1.5.2", "lots", "-1", "1Zi", True, None])
+def test_bad_quantity_names_field_and_value(text: object) -> None:
+    with pytest.raises(SpecError, match=r"pod.yaml: spec.x: not a Kubernetes quantity"):
+        quantity(text, "pod.yaml", "spec.x")
+
+
+@pytest.mark.parametrize(
+    ("doc", "want"),
+    [
+        ({"kind": "Pod", "spec": {"containers": [{"name": "a"}]}}, (0.0, 0)),
+        ({"kind": "Pod", "spec": {"containers": [
+            {"resources": {"limits": {"cpu": "250m", "memory": "128Mi"}}},
+            {"resources": {"limits": {"cpu": "250m", "memory": "128Mi"}}}]}}, (0.5, 256)),
+        ({"kind": "Pod", "spec": {
+            "initContainers": [{"resources": {"limits": {"cpu": "2", "memory": "64Mi"}}}],
+            "containers": [{"resources": {"limits": {"cpu": "1", "memory": "128Mi"}}}]}},
+         (2.0, 128)),
+    ],
+    ids=["no-limits", "sum", "init-max"],
+)
+def test_plan_pod_workload(doc: dict[str, Any], want: tuple[float, int]) -> None:
+    w = plan_pod(doc, "pod.yaml").workload
+    assert (w.vcpus, w.memory_mib) == want
+
+
+@pytest.mark.parametrize(
+    ("doc", "match"),
+    [
+        ([], "kind: expected a Pod manifest, got kind 'list'"),
+        ({"kind": "Pod", "spec": {"containers": []}}, "spec.containers: a Pod needs"),
+        ({"kind": "Pod", "spec": {"containers": [{"resources": {"limits": {"memory": "1Mi"}}}]}},
+         r"spec.containers\[0\].resources.limits.memory: '1Mi' \(1 MiB\) is below"),
+        ({"kind": "Pod", "spec": {"containers": [{"resources": {"limits": {"cpu": "x"}}}]}},
+         r"spec.containers\[0\].resources.limits.cpu: not a Kubernetes quantity: 'x'"),
+    ],
+    ids=["not-a-mapping", "no-containers", "memory-too-small", "bad-cpu"],
+)
+def test_bad_pod(doc: object, match: str) -> None:
+    with pytest.raises(SpecError, match=match):
+        plan_pod(doc, "pod.yaml")
