@@ -262,7 +262,6 @@ def test_pykata_run_applies_allowed_annotations(tmp_path: Any,
     conf.write_text('[hypervisor.qemu]\nenable_annotations = ["default_memory"]\n')
     monkeypatch.setattr(run, "run_container", fake_run)
     monkeypatch.setattr(run, "read_host_facts", lambda: None)
-    monkeypatch.setattr(run, "qemu_devices", lambda path, cache: frozenset())
     bundle = _bundle(tmp_path, {HV + "default_memory": "512", "other": "x"})
     args = argparse.Namespace(config=str(conf), bundle=str(bundle), rootfs=None, cmd=[],
                               interactive=False)

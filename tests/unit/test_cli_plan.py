@@ -77,6 +77,12 @@ def test_plan_bundle_json(host: dict[str, Path], capsys: pytest.CaptureFixture[s
     assert f"-smp {want[0]},maxcpus=8 -m {want[2]}M,slots=10,maxmem=16384M" in argv
 
 
+def test_plan_run_is_static(host: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    doc = json.loads(_plan(host, capsys, "--bundle", str(host["bundle"]), "--json", "--run"))
+    assert tuple(doc[k] for k in KEYS[:7]) == (3, 3, 3072, 3072, True, "none", False)
+    assert "-smp 3,maxcpus=3 -m 3072M " in " ".join(doc["qemu_argv"]) + " "
+
+
 def test_plan_bundle_table(host: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     out = _plan(host, capsys, "--bundle", str(host["bundle"]))
     assert "vCPUs           3 (max 8)" in out

@@ -185,6 +185,25 @@ def test_no_memory_hotplug_device_says_why() -> None:
         in p.reasons
 
 
+def test_not_resizable_is_static_without_headroom() -> None:
+    p = plan_sizing(_cfg(), _facts(), frozenset({"pc-dimm"}), Limits(), resizable=False)
+    assert p.static
+    assert (p.max_vcpus, p.max_memory_mib) == (p.vcpus, p.memory_mib)
+    assert (p.memory_hotplug, p.cpu_hotplug, p.memory_slots) == ("none", False, 0)
+    assert any("one container for the VM's whole life" in r for r in p.reasons)
+
+
+def test_not_resizable_keeps_the_formula() -> None:
+    work = Limits(vcpus=2, memory_mib=512)
+    dynamic = plan_sizing(_cfg(), _facts(), frozenset({"pc-dimm"}), work)
+    run = plan_sizing(_cfg(), _facts(), frozenset(), work, resizable=False)
+    assert (run.vcpus, run.memory_mib) == (dynamic.vcpus, dynamic.memory_mib)
+    static_cfg = _cfg(runtime={"static_sandbox_resource_mgmt": True})
+    static = plan_sizing(static_cfg, _facts(), frozenset({"pc-dimm"}), work)
+    static_run = plan_sizing(static_cfg, _facts(), frozenset(), work, resizable=False)
+    assert (static_run.vcpus, static_run.memory_mib) == (static.vcpus, static.memory_mib)
+
+
 def test_virtio_mem_missing_falls_back_to_pc_dimm_with_reason() -> None:
     p = plan_sizing(_cfg(enable_virtio_mem=True), _facts(), frozenset({"pc-dimm"}), Limits())
     assert p.memory_hotplug == "pc-dimm"

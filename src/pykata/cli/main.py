@@ -70,6 +70,9 @@ def _add_plan_parser(sub: Any) -> None:
     p.add_argument("--sysfs-root", help="read the host's CPUs and RAM from this directory "
                    "laid out like /sys")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--run", action="store_true",
+                   help="the VM `pykata run` boots: one container for its whole life, so "
+                   "static (no hotplug headroom); default: the runtime's resizable sandbox")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

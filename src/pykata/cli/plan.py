@@ -92,7 +92,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         facts = dataclasses.replace(facts, online_cpus=cpus, mem_total_mib=mib)
     devices = qemu_devices(cfg.hypervisor.path, cfg.image.dir)
     plan = plan_vm(cfg, facts, "plan", os.path.join(cfg.runtime.state_dir, "plan"),
-                   devices=devices, workload=workload)
+                   devices=devices, workload=workload, resizable=not args.run)
     out = _document(plan, warnings)
     if args.pod:
         out["pod"] = name

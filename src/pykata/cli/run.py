@@ -13,7 +13,6 @@ from pykata.domain.errors import SpecError
 from pykata.domain.spec import Spec, default_spec, parse_spec
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts
-from pykata.host.qemu_caps import qemu_devices
 from pykata.plan.sizing import workload_limits
 from pykata.sandbox.run import run_container
 
@@ -61,7 +60,5 @@ def main(args: argparse.Namespace) -> int:
     if not os.path.isdir(rootfs):
         raise SpecError("config.json", "root.path", f"{rootfs} is not a directory")
     workload = workload_limits(spec.doc, "config.json")
-    devices = qemu_devices(cfg.hypervisor.path, cfg.image.dir)
     return asyncio.run(run_container(cfg, read_host_facts(), spec, os.path.abspath(rootfs),
-                                     args.interactive, warn, devices=devices,
-                                     workload=workload))
+                                     args.interactive, warn, workload=workload))

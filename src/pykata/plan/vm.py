@@ -89,15 +89,18 @@ def check_state_dir(state_dir: str) -> None:
 def plan_vm(
     cfg: Config, facts: HostFacts, sandbox_id: str, state_dir: str, guest_cid: int = 3,
     devices: frozenset[str] = frozenset(), workload: Limits = NO_LIMITS,
+    resizable: bool = True,
 ) -> VmPlan:
     """`devices`: what the QEMU binary offers (none: no hotplug, sized statically);
-    `workload`: the limits known at boot (sandbox annotations or the one container's)."""
+    `workload`: the limits known at boot (sandbox annotations or the one container's);
+    `resizable`: whether containers may come and go (false for `pykata run`)."""
     check_state_dir(state_dir)
     hv = cfg.hypervisor
     accel, accel_reason = plan_accel(hv.accel, facts)
     arch = plan_arch(hv.path, facts.arch)
     machine, machine_reason = plan_machine(hv.machine_type, arch)
-    sizing = plan_sizing(cfg, facts, devices, workload, bus=arch.bus, dimm_ok=arch.pc_dimm)
+    sizing = plan_sizing(cfg, facts, devices, workload, bus=arch.bus, dimm_ok=arch.pc_dimm,
+                         resizable=resizable)
     image = cfg.image.dir.rstrip("/") + "/image"
     return VmPlan(
         sandbox_id=sandbox_id,

@@ -58,9 +58,10 @@ async def pump_stdin(agent: AgentClient, cid: str, fd: int) -> None:
 async def run_container(
     cfg: Config, facts: HostFacts, spec: Spec, rootfs: str, stdin: bool,
     on_warning: Callable[[str], None], fds: tuple[int, int, int] = (0, 1, 2),
-    devices: frozenset[str] = frozenset(), workload: Limits = NO_LIMITS,
+    workload: Limits = NO_LIMITS,
 ) -> int:
-    sandbox = Sandbox(cfg, facts, devices=devices, workload=workload)
+    # One container for the VM's whole life: sized at boot, no hotplug headroom.
+    sandbox = Sandbox(cfg, facts, workload=workload, resizable=False)
     for warning in sandbox.plan.sizing.warnings:
         on_warning(warning)
     try:

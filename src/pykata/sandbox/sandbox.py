@@ -47,16 +47,17 @@ class Container:
 
 class Sandbox:
     def __init__(self, cfg: Config, facts: HostFacts, sandbox_id: str | None = None,
-                 devices: frozenset[str] = frozenset(), workload: Limits = NO_LIMITS) -> None:
+                 devices: frozenset[str] = frozenset(), workload: Limits = NO_LIMITS,
+                 resizable: bool = True) -> None:
         """`devices`: the QEMU binary's (none: sized statically, no hotplug headroom);
-        `workload`: the limits known at boot."""
+        `workload`: the limits known at boot; `resizable`: containers may come and go."""
         self.id = ids.check_id("sandbox id", sandbox_id or uuid.uuid4().hex)
         self.cfg = cfg
         self.state_dir = os.path.join(cfg.runtime.state_dir, self.id)
         self.shared_dir = os.path.join(self.state_dir, "shared")
         self.plan: VmPlan = plan_vm(cfg, facts, self.id, self.state_dir,
                                     guest_cid=random_guest_cid(), devices=devices,
-                                    workload=workload)
+                                    workload=workload, resizable=resizable)
         self.state = SandboxState.CREATED
         self.containers: dict[str, Container] = {}
         self.vm: vmm.Vm | None = None
