@@ -314,29 +314,27 @@ def _maxima(cfg: Config, facts: HostFacts, warnings: list[str],
             reasons: list[str]) -> tuple[int, int]:
     hv = cfg.hypervisor
     host_cpus = min(facts.online_cpus, MAX_VCPUS)
-    if hv.default_maxvcpus == 0:
-        max_vcpus = host_cpus
-        reasons.append(f"max_vcpus {max_vcpus}: default_maxvcpus = 0: the host's CPUs"
-                       f" (at most {MAX_VCPUS})")
-    elif hv.default_maxvcpus > host_cpus:
-        max_vcpus = host_cpus
-        warnings.append(f"default_maxvcpus {hv.default_maxvcpus} capped to the host's "
-                        f"{host_cpus} CPUs")
-    else:
-        max_vcpus = hv.default_maxvcpus
-        reasons.append(f"max_vcpus {max_vcpus}: default_maxvcpus")
+    max_vcpus = _maximum("max_vcpus", "default_maxvcpus", hv.default_maxvcpus, host_cpus,
+                         ("", " CPUs", f"the host's CPUs (at most {MAX_VCPUS})"),
+                         warnings, reasons)
     host_mem = facts.mem_total_mib or hv.default_maxmemory or hv.default_memory
-    if hv.default_maxmemory == 0:
-        max_memory = host_mem
-        reasons.append(f"max_memory {max_memory} MiB: default_maxmemory = 0: the host's RAM")
-    elif hv.default_maxmemory > host_mem:
-        max_memory = host_mem
-        warnings.append(f"default_maxmemory {hv.default_maxmemory} MiB capped to the host's "
-                        f"{host_mem} MiB")
-    else:
-        max_memory = hv.default_maxmemory
-        reasons.append(f"max_memory {max_memory} MiB: default_maxmemory")
+    max_memory = _maximum("max_memory", "default_maxmemory", hv.default_maxmemory, host_mem,
+                          (" MiB", " MiB", "the host's RAM"), warnings, reasons)
     return max_vcpus, max_memory
+
+
+def _maximum(name: str, key: str, configured: int, host: int, units: tuple[str, str, str],
+             warnings: list[str], reasons: list[str]) -> int:
+    """`configured`, where 0 means the host's amount and more than the host is capped."""
+    unit, host_unit, host_what = units
+    if configured == 0:
+        reasons.append(f"{name} {host}{unit}: {key} = 0: {host_what}")
+        return host
+    if configured > host:
+        warnings.append(f"{key} {configured}{unit} capped to the host's {host}{host_unit}")
+        return host
+    reasons.append(f"{name} {configured}{unit}: {key}")
+    return configured
 
 
 def plan_resize(current: SizingPlan, containers: Sequence[Limits]) -> ResizeTarget:
