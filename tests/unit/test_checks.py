@@ -23,6 +23,7 @@ from pykata.domain.checks import (
     Tool,
 )
 from pykata.domain.config import Config, build_config
+from pykata.domain.host import HostFacts
 from pykata.host.checks import (
     parse_cgroup_mounts,
     parse_device_help,
@@ -35,8 +36,9 @@ from pykata.plan.checks import can_run, judge_host
 # A host like the one pykata is developed on: no vmx/svm, /dev/kvm from kvm_pvm.
 PVM_HOST = HostReport(
     kernel_release="6.1.0",
-    cpu_flags=frozenset({"hypervisor"}),
-    kvm_device=True, kvm_api_ok=True, kvm_detail="", kvm_modules=("kvm", "kvm_pvm"),
+    facts=HostFacts(cpu_flags=frozenset({"hypervisor"}), kvm_usable=True, kvm_detail="",
+                    vhost_vsock=False, online_cpus=2, mem_total_mib=24000),
+    kvm_device=True, kvm_modules=("kvm", "kvm_pvm"),
     qemu=Tool(
         "/usr/bin/qemu-system-x86_64", True, "QEMU emulator version 7.2.22 (Debian)"),
     qemu_caps=QemuCaps(
@@ -49,9 +51,15 @@ PVM_HOST = HostReport(
     modules={"vhost_vsock": False, "tun": True},
     cgroup="v1 (hybrid, v2 at /sys/fs/cgroup/unified)",
     numa=(NumaNode(0, "0-1", 5464),),
-    online_cpus=2, mem_total_mib=24000, euid=0,
+    euid=0,
 )
-KVM_HOST = dataclasses.replace(PVM_HOST, cpu_flags=frozenset({"vmx"}),
+
+
+def _facts(base: HostReport = PVM_HOST, **changes: Any) -> HostFacts:
+    return dataclasses.replace(base.facts, **changes)
+
+
+KVM_HOST = dataclasses.replace(PVM_HOST, facts=_facts(cpu_flags=frozenset({"vmx"})),
                                kvm_modules=("kvm", "kvm_intel"))
 IMAGE_OK = ImageReport("current", "kernel 6.1.0-56-cloud-amd64, initramfs 30.0 MiB")
 
@@ -92,9 +100,10 @@ def _tool(path: str, found: bool, version: str = "", error: str = "") -> Tool:
     [
         (PVM_HOST, _cfg(hypervisor={"qemu": {"accel": "kvm"}}), IMAGE_OK, "accelerator",
          Status.FAIL, "no vmx/svm"),
-        (dataclasses.replace(PVM_HOST, kvm_device=False, kvm_api_ok=False), None, IMAGE_OK,
-         "kvm", Status.WARN, "/dev/kvm is missing"),
-        (dataclasses.replace(KVM_HOST, kvm_api_ok=False, kvm_detail="Permission denied"),
+        (dataclasses.replace(PVM_HOST, kvm_device=False, facts=_facts(kvm_usable=False)),
+         None, IMAGE_OK, "kvm", Status.WARN, "/dev/kvm is missing"),
+        (dataclasses.replace(
+            KVM_HOST, facts=_facts(KVM_HOST, kvm_usable=False, kvm_detail="Permission denied")),
          None, IMAGE_OK, "kvm", Status.WARN, "Permission denied"),
         (dataclasses.replace(PVM_HOST, qemu=_tool("/q", False, error="not found")), None,
          IMAGE_OK, "qemu", Status.FAIL, "/q: not found"),

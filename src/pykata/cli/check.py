@@ -23,7 +23,7 @@ from pykata.domain.errors import ConfigError, ImageError, PykataError
 from pykata.domain.host import HostFacts
 from pykata.host.checks import read_host_report
 from pykata.host.config_files import load_config
-from pykata.plan.checks import can_run, host_facts, judge_host
+from pykata.plan.checks import can_run, judge_host
 from pykata.plan.vm import plan_accel
 
 BOOT_CONTAINER = "check"
@@ -133,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
     if broken is not None:
         results = [broken if c.name == broken.name else c for c in results]
     if args.boot and can_run(results):
-        results.append(boot_check(cfg, host_facts(report)))
+        results.append(boot_check(cfg, report.facts))
     ok = can_run(results)
     if args.json:
         doc: dict[str, Any] = {"ok": ok, "checks": jsonable(results)}

@@ -21,13 +21,12 @@ from pykata.domain.config_docs import dump_toml
 from pykata.domain.errors import ConfigError
 from pykata.host.checks import read_host_report
 from pykata.host.config_files import config_path, load_config
-from pykata.plan.checks import host_facts
 from pykata.plan.vm import plan_accel, plan_transport
 
 
 def environment(cfg: Config, main_reason: str) -> dict[str, Any]:
     report = read_host_report(cfg)
-    facts = host_facts(report)
+    facts = report.facts
     try:
         accel, why = plan_accel(cfg.hypervisor.accel, facts)
         transport = plan_transport(cfg.agent.transport, facts)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from pykata.domain.host import HostFacts
+
 
 class Status(enum.Enum):
     PASS = "pass"
@@ -52,10 +54,8 @@ class NumaNode:
 @dataclass(frozen=True)
 class HostReport:
     kernel_release: str
-    cpu_flags: frozenset[str]          # the virtualisation-related ones: vmx, svm, hypervisor
+    facts: HostFacts                   # what `pykata run` plans with (host.facts reads them)
     kvm_device: bool                   # /dev/kvm exists
-    kvm_api_ok: bool                   # it opens and answers KVM_GET_API_VERSION 12
-    kvm_detail: str                    # why not, when it does not
     kvm_modules: tuple[str, ...]       # loaded: kvm_intel, kvm_amd, kvm_pvm, ...
     qemu: Tool
     qemu_caps: QemuCaps
@@ -64,8 +64,6 @@ class HostReport:
     modules: dict[str, bool] = field(default_factory=dict)   # kernel module -> loaded/builtin
     cgroup: str = ""                   # "v2", "v1 (hybrid, v2 at /sys/fs/cgroup/unified)", "v1"
     numa: tuple[NumaNode, ...] = ()
-    online_cpus: int = 0
-    mem_total_mib: int = 0
     euid: int = 0
 
 

@@ -16,9 +16,8 @@ from pathlib import Path
 from pykata.domain.checks import HostReport, NumaNode, QemuCaps, Tool
 from pykata.domain.config import Config
 from pykata.domain.cpuset import CpuSet, CpuSetError
-from pykata.host.facts import probe_kvm, read_cpu_flags, read_mem_total_mib
+from pykata.host.facts import read_host_facts
 
-VIRT_FLAGS = frozenset({"vmx", "svm", "hypervisor"})
 KVM_MODULES = ("kvm", "kvm_intel", "kvm_amd", "kvm_pvm")
 DEVICES = ("/dev/kvm", "/dev/vhost-vsock", "/dev/vhost-net", "/dev/net/tun")
 # Kernel modules pykata may use, and the device node each one provides (a module built
@@ -135,13 +134,10 @@ def _modules_present(release: str) -> dict[str, bool]:
 
 def read_host_report(cfg: Config) -> HostReport:
     release = os.uname().release
-    kvm_ok, kvm_detail = probe_kvm()
     return HostReport(
         kernel_release=release,
-        cpu_flags=read_cpu_flags() & VIRT_FLAGS,
+        facts=read_host_facts(),
         kvm_device=os.path.exists("/dev/kvm"),
-        kvm_api_ok=kvm_ok,
-        kvm_detail=kvm_detail,
         kvm_modules=tuple(m for m in KVM_MODULES if os.path.isdir(f"/sys/module/{m}")),
         qemu=read_tool(cfg.hypervisor.path),
         qemu_caps=read_qemu_caps(cfg.hypervisor.path),
@@ -150,7 +146,5 @@ def read_host_report(cfg: Config) -> HostReport:
         modules=_modules_present(release),
         cgroup=parse_cgroup_mounts(_read(Path("/proc/self/mountinfo"))),
         numa=read_numa(),
-        online_cpus=len(os.sched_getaffinity(0)),
-        mem_total_mib=read_mem_total_mib(),
         euid=os.geteuid(),
     )

@@ -16,7 +16,6 @@ from pykata.domain.checks import CheckResult, HostReport, ImageReport, Status
 from pykata.domain.config import Config
 from pykata.domain.cpuset import CpuSet
 from pykata.domain.errors import ConfigError
-from pykata.domain.host import HostFacts
 from pykata.plan.vm import check_state_dir, plan_accel
 
 PASS, WARN, FAIL = Status.PASS, Status.WARN, Status.FAIL
@@ -24,13 +23,6 @@ TESTED_QEMU = (7, 2)
 REQUIRED_DEVICES = ("virtio-serial-pci", "virtserialport", "vhost-user-fs-pci")
 MEMORY_HOTPLUG_DEVICES = ("pc-dimm", "virtio-mem-pci")
 Check = Callable[[HostReport, Config], CheckResult]
-
-
-def host_facts(r: HostReport) -> HostFacts:
-    """The facts `pykata run` plans with, from the report."""
-    return HostFacts(cpu_flags=r.cpu_flags, kvm_usable=r.kvm_api_ok, kvm_detail=r.kvm_detail,
-                     vhost_vsock=r.devices.get("/dev/vhost-vsock", False),
-                     online_cpus=r.online_cpus, mem_total_mib=r.mem_total_mib)
 
 
 def judge_host(r: HostReport, image: ImageReport, cfg: Config) -> list[CheckResult]:
@@ -43,10 +35,10 @@ def can_run(results: list[CheckResult]) -> bool:
 
 
 def _cpu(r: HostReport, cfg: Config) -> CheckResult:
-    hw = sorted(r.cpu_flags & {"vmx", "svm"})
+    hw = sorted(r.facts.cpu_flags & {"vmx", "svm"})
     if hw:
         return CheckResult("cpu virtualisation", PASS, f"CPU has {'/'.join(hw)}")
-    where = " (this host is itself a VM)" if "hypervisor" in r.cpu_flags else ""
+    where = " (this host is itself a VM)" if "hypervisor" in r.facts.cpu_flags else ""
     return CheckResult("cpu virtualisation", WARN, f"CPU has no vmx/svm flag{where}",
                        "guests run under TCG, which is much slower; for KVM use bare metal "
                        "or nested virtualisation, with VT-x/AMD-V enabled in firmware")
@@ -54,12 +46,12 @@ def _cpu(r: HostReport, cfg: Config) -> CheckResult:
 
 def _kvm(r: HostReport, cfg: Config) -> CheckResult:
     mods = f" (modules: {', '.join(r.kvm_modules)})" if r.kvm_modules else ""
-    hw = r.cpu_flags & {"vmx", "svm"}
+    hw = r.facts.cpu_flags & {"vmx", "svm"}
     if not r.kvm_device:
         return CheckResult("kvm", WARN, "/dev/kvm is missing",
                            "modprobe kvm_intel or kvm_amd" if hw else "guests run under TCG")
-    if not r.kvm_api_ok:
-        return CheckResult("kvm", WARN, f"/dev/kvm unusable: {r.kvm_detail}{mods}",
+    if not r.facts.kvm_usable:
+        return CheckResult("kvm", WARN, f"/dev/kvm unusable: {r.facts.kvm_detail}{mods}",
                            "run as root, or fix /dev/kvm's permissions")
     if not hw:
         pvm = " by kvm_pvm" if "kvm_pvm" in r.kvm_modules else ""
@@ -72,7 +64,7 @@ def _kvm(r: HostReport, cfg: Config) -> CheckResult:
 
 def _accel(r: HostReport, cfg: Config) -> CheckResult:
     try:
-        accel, why = plan_accel(cfg.hypervisor.accel, host_facts(r))
+        accel, why = plan_accel(cfg.hypervisor.accel, r.facts)
     except ConfigError as exc:
         return CheckResult("accelerator", FAIL, str(exc),
                            'set [hypervisor.qemu] accel = "auto" to fall back to TCG')
@@ -192,10 +184,10 @@ def _resources(r: HostReport, cfg: Config) -> CheckResult:
     hv = cfg.hypervisor
     vcpus = math.ceil(hv.default_vcpus)
     size = f"{vcpus} vCPU, {hv.default_memory} MiB"
-    host = f"host has {r.online_cpus} CPUs, {r.mem_total_mib} MiB"
-    if vcpus > r.online_cpus:
+    host = f"host has {r.facts.online_cpus} CPUs, {r.facts.mem_total_mib} MiB"
+    if vcpus > r.facts.online_cpus:
         return CheckResult("vm size", FAIL, f"{size}: {host}", "lower default_vcpus")
-    if hv.default_memory > r.mem_total_mib:
+    if hv.default_memory > r.facts.mem_total_mib:
         return CheckResult("vm size", WARN, f"{size}: {host}", "lower default_memory")
     return CheckResult("vm size", PASS, f"{size} per VM at boot; {host}")
 
