@@ -12,6 +12,7 @@ MS_RDONLY = 1
 MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
+MS_SHARED = 1 << 20
 MNT_DETACH = 2
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -41,14 +42,6 @@ def unmount(target: str) -> None:
     if _libc.umount2(target.encode(), 0) == 0:
         return
     _check(_libc.umount2(target.encode(), MNT_DETACH), f"unmount {target}")
-
-
-def is_mountpoint(path: str) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == path for line in f)
-
-
-MS_SHARED = 1 << 20
 
 
 def make_shared_bind(path: str) -> None:
