@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,11 @@ def container_spec(rootfs: str, *args: str) -> dict[str, Any]:
         "root": {"path": rootfs, "readonly": True},
         "hostname": "c",
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
-        "linux": {"namespaces": [{"type": t} for t in ("pid", "mount", "ipc", "uts")]},
+        "linux": {"namespaces": [{"type": t} for t in ("pid", "mount", "ipc", "uts")],
+                  # A leaf of its own under the test's cgroup: tests reuse container ids,
+                  # and this host's cgroup v1 memory controller removes a cgroup
+                  # asynchronously, so a same-named one can fail with ENODEV.
+                  "cgroupsPath": f"pykata-test-{uuid.uuid4().hex[:16]}"},
     }
 
 
