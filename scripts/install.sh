@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(qemu-system-x86 qemu-system-common busybox-static crun runc zstd protobuf-compiler
-              iproute2 util-linux)
+              iproute2 util-linux containerd)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
