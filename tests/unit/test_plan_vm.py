@@ -9,7 +9,7 @@ from pykata.domain.config import Config, build_config, parse_toml
 from pykata.domain.errors import ConfigError
 from pykata.domain.host import HostFacts
 from pykata.domain.spec import default_spec
-from pykata.plan.guest_spec import plan_guest_spec
+from pykata.plan.guest_spec import Share, plan_guest_spec
 from pykata.plan.qemu import format_argv
 from pykata.plan.vm import plan_accel, plan_qemu_argv, plan_transport, plan_vm
 
@@ -103,9 +103,10 @@ def test_argv_kvm_vsock() -> None:
 def test_guest_spec_moves_root_and_drops_host_only_parts() -> None:
     doc = default_spec(["true"])
     doc["hooks"] = {"prestart": [{"path": "/bin/true"}]}
-    doc["mounts"].append({"destination": "/data", "type": "bind", "source": "/srv"})
+    doc["mounts"].append({"destination": "/data", "type": "overlay", "source": "x"})
     doc["linux"]["namespaces"].append({"type": "network", "path": "/var/run/netns/x"})
-    out, warnings = plan_guest_spec(doc, "c1")
+    plan = plan_guest_spec(doc, "c1")
+    out, warnings = plan.doc, plan.warnings
     assert out["root"] == {"path": "/run/pykata/shared/c1/rootfs", "readonly": True}
     assert "hooks" not in out
     assert all(m["destination"] != "/data" for m in out["mounts"])
@@ -114,6 +115,28 @@ def test_guest_spec_moves_root_and_drops_host_only_parts() -> None:
     assert out["linux"]["cgroupsPath"] == "/pykata/c1"
     assert len(warnings) == 3
     assert doc["root"]["path"] == "rootfs", "input must not be modified"
+    assert plan.shares == []
+
+
+@pytest.mark.parametrize("mount, share, guest", [
+    ({"destination": "/data", "type": "bind", "source": "/srv/d", "options": ["rbind", "rw"]},
+     Share("/srv/d", "mounts/7", False),
+     {"destination": "/data", "type": "bind", "source": "/run/pykata/shared/c1/mounts/7",
+      "options": ["rw", "rbind"]}),
+    ({"destination": "/etc/hosts", "type": "none", "source": "/h/hosts",
+      "options": ["bind", "ro"]},
+     Share("/h/hosts", "mounts/7", True),
+     {"destination": "/etc/hosts", "type": "bind",
+      "source": "/run/pykata/shared/c1/mounts/7", "options": ["bind", "ro"]}),
+], ids=["ctr-rbind-dir", "cri-ro-file"])
+def test_guest_spec_shares_host_binds(mount: dict[str, object], share: Share,
+                                      guest: dict[str, object]) -> None:
+    doc = default_spec(["true"])
+    doc["mounts"].append(mount)
+    plan = plan_guest_spec(doc, "c1")
+    assert plan.shares == [share]
+    assert plan.doc["mounts"][-1] == guest
+    assert plan.warnings == []
 
 
 def test_too_long_state_dir_is_a_config_error() -> None:

@@ -1,49 +1,80 @@
 """Rewrite a host OCI spec into the one the guest runtime runs.
 
 Host-only parts cannot work inside the VM: the root path moves to the shared mount,
-namespace paths and hooks name host objects, bind mounts name host files. Each dropped
-part becomes a warning, never a silent change.
+namespace paths and hooks name host objects. Bind mounts of host files and directories
+become shares: the host binds the source below the shared directory, and the guest spec
+binds it from there. Each dropped part becomes a warning, never a silent change.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pykata.plan.vm import GUEST_SHARED_DIR
 
 _GUEST_FS_TYPES = {"proc", "tmpfs", "devpts", "mqueue", "sysfs", "cgroup", "cgroup2"}
+_BIND_OPTIONS = {"bind", "rbind"}
 
 
 def guest_rootfs(container_id: str) -> str:
     return f"{GUEST_SHARED_DIR}/{container_id}/rootfs"
 
 
-def plan_guest_spec(
-    doc: Mapping[str, Any], container_id: str
-) -> tuple[dict[str, Any], list[str]]:
+@dataclass(frozen=True)
+class Share:
+    """A host path the host binds at `<shared dir>/<container id>/<name>`."""
+    source: str
+    name: str
+    readonly: bool
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    doc: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    shares: list[Share] = field(default_factory=list)
+
+
+def _is_bind(mount: Mapping[str, Any]) -> bool:
+    return mount.get("type") in ("bind", "rbind") or bool(
+        _BIND_OPTIONS & set(mount.get("options") or []))
+
+
+def plan_guest_spec(doc: Mapping[str, Any], container_id: str) -> GuestSpec:
     out = copy.deepcopy(dict(doc))
-    warnings: list[str] = []
+    plan = GuestSpec(out)
     out["root"] = {**out.get("root", {}), "path": guest_rootfs(container_id)}
     if out.pop("hooks", None):
-        warnings.append("hooks: host hooks cannot run inside the VM; ignored")
-    mounts = []
-    for mount in out.get("mounts", []):
-        if mount.get("type") in _GUEST_FS_TYPES:
-            mounts.append(mount)
-        else:
-            warnings.append(f"mount {mount.get('destination')!r} of type "
-                            f"{mount.get('type')!r} is not shared into the VM yet; ignored")
-    out["mounts"] = mounts
+        plan.warnings.append("hooks: host hooks cannot run inside the VM; ignored")
+    out["mounts"] = [m for m in (_guest_mount(m, container_id, i, plan)
+                                 for i, m in enumerate(out.get("mounts", []))) if m]
     linux = dict(out.get("linux", {}))
     namespaces = []
     for ns in linux.get("namespaces", []):
         if "path" in ns:
-            warnings.append(f"namespace {ns.get('type')} path {ns['path']!r} is a host "
-                            "path; the container gets a new one in the VM")
+            plan.warnings.append(f"namespace {ns.get('type')} path {ns['path']!r} is a host "
+                                 "path; the container gets a new one in the VM")
         namespaces.append({"type": ns.get("type")})
     linux["namespaces"] = namespaces
     linux["cgroupsPath"] = f"/pykata/{container_id}"
     out["linux"] = linux
-    return out, warnings
+    return plan
+
+
+def _guest_mount(mount: dict[str, Any], cid: str, index: int,
+                 plan: GuestSpec) -> dict[str, Any] | None:
+    if mount.get("type") in _GUEST_FS_TYPES:
+        return mount
+    source = mount.get("source")
+    if _is_bind(mount) and isinstance(source, str) and source.startswith("/"):
+        share = Share(source, f"mounts/{index}", "ro" in (mount.get("options") or []))
+        plan.shares.append(share)
+        options = [o for o in mount.get("options") or [] if o != "rbind"]
+        return {**mount, "type": "bind", "source": f"{GUEST_SHARED_DIR}/{cid}/{share.name}",
+                "options": [*options, "rbind"] if "bind" not in options else options}
+    plan.warnings.append(f"mount {mount.get('destination')!r} of type {mount.get('type')!r} "
+                         "is not shared into the VM; ignored")
+    return None

@@ -13,11 +13,11 @@ import os
 import secrets
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pykata.domain import ids
 from pykata.domain.config import Config
-from pykata.domain.errors import HostError, PykataError, VmmError
+from pykata.domain.errors import HostError, PykataError, SpecError, VmmError
 from pykata.domain.host import HostFacts
 from pykata.domain.spec import Spec
 from pykata.host import mounts
@@ -27,6 +27,7 @@ from pykata.plan.vm import GUEST_SHARED_DIR, NO_LIMITS, SHARED_TAG, VmPlan, plan
 from pykata.protocol.pb import agent_pb2 as pb
 from pykata.protocol.ttrpc_aio import TtrpcClient
 from pykata.sandbox.agent_client import AgentClient
+from pykata.sandbox.leftovers import record_pids
 from pykata.sandbox.state import SandboxState, check_transition, require
 from pykata.vmm import vm as vmm
 
@@ -39,10 +40,10 @@ def random_guest_cid() -> int:
     return secrets.randbelow(0xFFFF_FFFF - 3) + 3
 
 
-@dataclass(frozen=True)
+@dataclass
 class Container:
     id: str
-    host_rootfs_mount: str
+    mounts: list[str] = field(default_factory=list)  # host mounts below the shared dir
 
 
 class Sandbox:
@@ -93,11 +94,13 @@ class Sandbox:
         os.mkdir(self.shared_dir, 0o700)
         mounts.make_shared_bind(self.shared_dir)
         self._stack.callback(mounts.unmount, self.shared_dir)
+        self._stack.callback(self._unshare_all)
         hv = self.cfg.hypervisor
         vm = await vmm.launch(self.plan, self.state_dir, self.shared_dir,
                               hv.virtio_fs_daemon, hv.virtio_fs_cache)
         self.vm = vm
         self._stack.push_async_callback(vm.shutdown)
+        record_pids(self.state_dir, {"qemu": vm.qemu.pid, "virtiofsd": vm.virtiofsd.pid})
         qmp = asyncio.ensure_future(vm.connect_qmp())
         try:
             self._agent = await self._connect_agent(vm)
@@ -107,6 +110,13 @@ class Sandbox:
                              mount_point=GUEST_SHARED_DIR)
         await self._agent.create_sandbox(
             pb.CreateSandboxRequest(sandbox_id=self.id, storages=[storage]))
+
+    async def wait_vm(self) -> int:
+        """Returns QEMU's exit status once it exits (stopped, crashed or killed)."""
+        require("wait for the VM", self.state, SandboxState.RUNNING, SandboxState.STOPPING,
+                SandboxState.STOPPED)
+        assert self.vm is not None
+        return await self.vm.qemu.wait()
 
     async def _connect_agent(self, vm: vmm.Vm) -> AgentClient:
         died = asyncio.ensure_future(vm.qemu.wait())
@@ -136,20 +146,63 @@ class Sandbox:
         return client
 
     async def create_container(self, cid: str, spec: Spec, rootfs: str) -> list[str]:
-        """Share `rootfs` into the VM and create the container; returns spec warnings."""
+        """Share `rootfs` and the spec's host binds into the VM and create the container;
+        returns spec warnings. On failure nothing of the container is left."""
         require("create container", self.state, SandboxState.RUNNING)
         ids.check_id("container id", cid)  # it becomes a path below the shared dir
         if cid in self.containers:
             raise PykataError(f"container {cid!r} already exists in sandbox {self.id}")
-        doc, warnings = plan_guest_spec(spec.doc, cid)
-        target = os.path.join(self.shared_dir, cid, "rootfs")
-        os.makedirs(target)
-        mounts.bind_mount(rootfs, target, readonly=spec.root_readonly)
-        self._stack.callback(mounts.unmount, target)
-        self.containers[cid] = Container(cid, target)
-        req = pb.CreateContainerRequest(container_id=cid, oci_spec_json=json.dumps(doc).encode())
-        await self.agent.create_container(req)
-        return warnings
+        guest = plan_guest_spec(spec.doc, cid)
+        container = self.containers[cid] = Container(cid)
+        try:
+            self._share(container, rootfs, "rootfs", spec.root_readonly)
+            for share in guest.shares:
+                self._share(container, share.source, share.name, share.readonly)
+            req = pb.CreateContainerRequest(container_id=cid,
+                                            oci_spec_json=json.dumps(guest.doc).encode())
+            await self.agent.create_container(req)
+        except BaseException:
+            self._unshare(container)
+            raise
+        return guest.warnings
+
+    def _share(self, c: Container, source: str, name: str, readonly: bool) -> None:
+        target = os.path.join(self.shared_dir, c.id, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.isdir(source):
+            os.mkdir(target)
+        elif os.path.exists(source):
+            with open(target, "x"):
+                pass
+        else:
+            raise SpecError("config.json", f"mount source {source!r}", "does not exist")
+        mounts.bind_mount(source, target, readonly=readonly)
+        c.mounts.append(target)
+
+    def _unshare(self, c: Container) -> None:
+        for target in reversed(c.mounts):
+            mounts.unmount(target)
+        c.mounts.clear()
+        shutil.rmtree(os.path.join(self.shared_dir, c.id), ignore_errors=True)
+        self.containers.pop(c.id, None)
+
+    async def remove_container(self, cid: str) -> None:
+        """Remove the container in the guest (killing what is left of it), then its shares.
+        The shares go even when the guest call fails: the VM may be gone."""
+        container = self.containers.get(cid)
+        if container is None and self.state is not SandboxState.RUNNING:
+            return  # stopping the sandbox removed it
+        if container is None:
+            raise PykataError(f"no container {cid!r} in sandbox {self.id}")
+        try:
+            if self.state is SandboxState.RUNNING:
+                await self.agent.remove_container(cid)
+        finally:
+            self._unshare(container)
+
+    def _unshare_all(self) -> None:
+        for container in list(self.containers.values()):
+            self._unshare(container)
 
     async def stop(self) -> None:
         """Tear everything down. Safe to call in any state, more than once."""

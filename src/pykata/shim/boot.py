@@ -1,0 +1,38 @@
+"""Boot the sandbox a shim's first task asks for: configuration (the file containerd names,
+then the pod's annotations), host facts, sizing from the task's limits, then the VM."""
+
+from __future__ import annotations
+
+import logging
+
+from pykata.domain.annotations import apply_annotations, parse_annotations
+from pykata.host.config_files import load_config
+from pykata.host.facts import read_host_facts
+from pykata.host.qemu_caps import qemu_devices
+from pykata.plan.sizing import workload_limits
+from pykata.sandbox.sandbox import Sandbox
+from pykata.shim.service import BootRequest
+
+log = logging.getLogger(__name__)
+
+
+async def boot_sandbox(req: BootRequest) -> Sandbox:
+    cfg = load_config(req.config_path or None)
+    annotations = parse_annotations(req.spec.doc, "config.json")
+    if annotations:
+        cfg = apply_annotations(cfg, annotations)
+    for warning in cfg.warnings:
+        log.warning("sandbox %s: %s", req.role.sandbox_id, warning)
+    workload = workload_limits(req.spec.doc, "config.json")
+    # A pod grows as its containers come (hotplug headroom); a lone container's VM is
+    # sized for it once, like `pykata run`.
+    devices = (qemu_devices(cfg.hypervisor.path, cfg.image.dir) if req.role.is_pod
+               else frozenset[str]())
+    sandbox = Sandbox(cfg, read_host_facts(), req.role.sandbox_id, devices=devices,
+                      workload=workload, resizable=req.role.is_pod)
+    for warning in sandbox.plan.sizing.warnings:
+        log.warning("sandbox %s: %s", sandbox.id, warning)
+    log.info("sandbox %s: booting %d vCPUs, %d MiB", sandbox.id, sandbox.plan.sizing.vcpus,
+             sandbox.plan.sizing.memory_mib)
+    await sandbox.start()
+    return sandbox

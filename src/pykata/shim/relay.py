@@ -1,0 +1,111 @@
+"""One process's plumbing between containerd and the agent: output pumps, the stdin feeder
+and the exit watcher.
+
+The exit is recorded only after the output pumps finished (or a drain timeout passed), so
+that when containerd hears of the exit, all output is already in its FIFOs. A lost agent
+(the VM died) ends every pump and records exit status 255.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from pykata.domain.errors import PykataError
+from pykata.sandbox.agent_client import AgentClient
+from pykata.shim.stdio import Sink, Source, open_sink, open_source
+from pykata.shim.tasks import Proc
+
+log = logging.getLogger(__name__)
+
+VM_LOST_STATUS = 255
+# After the process exits, output still in flight gets this long; a leftover background
+# child holding stdout open must not keep the exit from being reported.
+DRAIN_TIMEOUT = 5.0
+
+
+class Relay:
+    """Started once the agent knows the process (created, or exec started)."""
+
+    def __init__(self, agent: AgentClient, proc: Proc,
+                 on_exit: Callable[[Proc], None]) -> None:
+        self.agent, self.proc, self._on_exit = agent, proc, on_exit
+        self.source: Source | None = None
+        self._sinks: list[Sink] = []
+
+    async def open(self) -> None:
+        """Opens the FIFOs; raises StdioError (closing what it opened) if one cannot be."""
+        stdio = self.proc.stdio
+        try:
+            self._sinks.append(await open_sink(stdio.stdout))
+            self._sinks.append(await open_sink("" if stdio.terminal else stdio.stderr))
+            self.source = await open_source(stdio.stdin)
+        except BaseException:
+            self.close()
+            raise
+
+    def start(self) -> None:
+        cid, eid = self.proc.task_id, self.proc.exec_id
+        pumps = [asyncio.create_task(self._pump(lambda: self.agent.read_stdout(cid, eid),
+                                                self._sinks[0]))]
+        if not self.proc.stdio.terminal:
+            pumps.append(asyncio.create_task(
+                self._pump(lambda: self.agent.read_stderr(cid, eid), self._sinks[1])))
+        feeder = asyncio.create_task(self._feed())
+        watcher = asyncio.create_task(self._watch(pumps))
+        self.proc.workers += [*pumps, feeder, watcher]
+
+    async def _pump(self, read: Callable[[], Awaitable[bytes]], sink: Sink) -> None:
+        try:
+            while data := await read():
+                await sink.write(data)
+        except PykataError as exc:  # the agent is gone: the output ends here
+            log.debug("%s: output ended: %s", self.proc.name, exc)
+        finally:
+            sink.close()
+
+    async def _feed(self) -> None:
+        cid, eid = self.proc.task_id, self.proc.exec_id
+        try:
+            if self.source is not None:
+                while data := await self.source.read():
+                    while data:
+                        data = data[await self.agent.write_stdin(cid, eid, data):]
+            await self.agent.close_stdin(cid, eid)
+        except PykataError as exc:
+            log.debug("%s: stdin ended: %s", self.proc.name, exc)
+        finally:
+            if self.source is not None:
+                self.source.abort()
+
+    async def _watch(self, pumps: list[asyncio.Task[None]]) -> None:
+        try:
+            status = await self.agent.wait_process(self.proc.task_id, self.proc.exec_id)
+        except PykataError as exc:
+            log.warning("%s: lost the agent (%s); exit status %d", self.proc.name, exc,
+                        VM_LOST_STATUS)
+            status = VM_LOST_STATUS
+        done, _ = await asyncio.wait(pumps, timeout=DRAIN_TIMEOUT)
+        if len(done) < len(pumps):
+            log.warning("%s: output still open %g s after exit; dropped", self.proc.name,
+                        DRAIN_TIMEOUT)
+        if self.proc.record_exit(status):
+            self._on_exit(self.proc)
+
+    def close_stdin(self) -> None:
+        if self.source is not None:
+            self.source.close()
+
+    def close(self) -> None:
+        for sink in self._sinks:
+            sink.close()
+        if self.source is not None:
+            self.source.abort()
+
+
+async def stop_workers(proc: Proc) -> None:
+    for worker in proc.workers:
+        worker.cancel()
+    await asyncio.gather(*proc.workers, return_exceptions=True)
+    proc.workers.clear()

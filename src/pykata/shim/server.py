@@ -1,0 +1,128 @@
+"""The shim daemon: serves the Task service on its socket until Shutdown, then tears the
+sandbox down and exits.
+
+Its log goes to containerd's `log` FIFO in the bundle (containerd copies it to its own
+log), at debug level when containerd passed `-debug`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping
+
+from pykata.domain.errors import (
+    ALREADY_EXISTS,
+    FAILED_PRECONDITION,
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    UNKNOWN,
+    ConfigError,
+    PykataError,
+    RpcError,
+    SpecError,
+    StateError,
+)
+from pykata.domain.ids import IdError
+from pykata.protocol.pb import shim_pb2
+from pykata.protocol.services import Handler, service_table
+from pykata.protocol.ttrpc_aio import TtrpcServer
+from pykata.shim.args import ShimArgs
+from pykata.shim.boot import boot_sandbox
+from pykata.shim.events import Publisher
+from pykata.shim.service import TaskService
+
+log = logging.getLogger("pykata.shim")
+
+TASK_SERVICE = "containerd.task.v2.Task"
+
+_CODES: tuple[tuple[type[Exception], int], ...] = (
+    (IdError, INVALID_ARGUMENT),
+    (SpecError, INVALID_ARGUMENT),
+    (ConfigError, INVALID_ARGUMENT),
+    (StateError, FAILED_PRECONDITION),
+    (FileNotFoundError, NOT_FOUND),
+    (FileExistsError, ALREADY_EXISTS),
+)
+
+
+def to_rpc_error(method: str, exc: Exception) -> RpcError:
+    for kind, code in _CODES:
+        if isinstance(exc, kind):
+            return RpcError(method, code, str(exc))
+    log.error("%s failed: %s", method, exc)
+    return RpcError(method, UNKNOWN, str(exc))
+
+
+def task_services(service: TaskService) -> Mapping[str, Mapping[str, Handler]]:
+    table = service_table(shim_pb2.DESCRIPTOR.services_by_name["Task"], shim_pb2, service,
+                          to_rpc_error)
+    return {TASK_SERVICE: table}
+
+
+class _LogfmtFormatter(logging.Formatter):
+    """containerd's own style (logrus text), so its log reads as one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        msg = record.getMessage().replace('"', '\\"').replace("\n", "\\n")
+        return (f'time="{ts}.{int(record.msecs):03d}Z" level={record.levelname.lower()} '
+                f'msg="{msg}" runtime=io.containerd.pykata.v2 pid={os.getpid()}')
+
+
+def setup_logging(debug: bool) -> None:
+    handler = logging.StreamHandler()  # stderr: the log FIFO (see bootstrap.daemonize)
+    handler.setFormatter(_LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+
+
+def serve(args: ShimArgs, sock: socket.socket, config_path: str) -> int:
+    setup_logging(args.debug)
+    log.info("serving %s (namespace %s) on %s", args.id, args.namespace, sock.getsockname())
+    try:
+        asyncio.run(_serve(args, sock, config_path))
+    except PykataError as exc:
+        log.error("shim failed: %s", exc)
+        return 1
+    return 0
+
+
+async def _serve(args: ShimArgs, sock: socket.socket, config_path: str) -> None:
+    events = Publisher(os.environ.get("TTRPC_ADDRESS", ""), args.namespace)
+    service = TaskService(args.namespace, events, boot_sandbox, config_path)
+    services = task_services(service)
+    connections: set[asyncio.Task[None]] = set()
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        connections.add(task)
+        try:
+            await TtrpcServer(services).serve(reader, writer)
+        except PykataError as exc:
+            log.warning("connection ended: %s", exc)
+        finally:
+            connections.discard(task)
+
+    server = await asyncio.start_unix_server(connection, sock=sock)
+    path = sock.getsockname()
+    try:
+        await service.shutdown_requested.wait()
+        await asyncio.sleep(0.05)  # let the Shutdown reply go out
+    finally:
+        server.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        await service.close()
+        await events.close()
+        for task in list(connections):
+            task.cancel()
+        await asyncio.gather(*connections, return_exceptions=True)
+    log.info("shim for %s exits", args.id)

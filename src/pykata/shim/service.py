@@ -1,0 +1,399 @@
+"""The Task service: containerd's task calls carried out on one sandbox.
+
+The first task creates the sandbox (boots the VM); a pod's other containers join it. Each
+method checks ids and states (pykata.shim.tasks), calls the sandbox and the agent, records
+the outcome and publishes the event containerd expects, in order. Errors leave as
+RpcErrors with containerd's codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from google.protobuf import empty_pb2
+
+import pykata
+from pykata.domain import ids
+from pykata.domain.errors import (
+    FAILED_PRECONDITION,
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    UNIMPLEMENTED,
+    PykataError,
+    RpcError,
+)
+from pykata.domain.spec import Spec, parse_spec
+from pykata.host import mounts
+from pykata.protocol.pb import events_pb2 as ev
+from pykata.protocol.pb import shim_pb2 as pb
+from pykata.sandbox.agent_client import AgentClient
+from pykata.sandbox.sandbox import Sandbox
+from pykata.sandbox.state import SandboxState
+from pykata.shim.args import PodRole, pod_role
+from pykata.shim.events import Publisher
+from pykata.shim.relay import Relay, stop_workers
+from pykata.shim.tasks import CREATED, PAUSED, RUNNING, STOPPED, Proc, Stdio, Task, Tasks
+
+log = logging.getLogger(__name__)
+
+RUNTIME_OPTIONS_URL = "runtimeoptions.v1.Options"
+METRICS_URL = "io.containerd.cgroups.v2.Metrics"
+# A created task that is deleted is killed in the guest; its exit arrives this quickly.
+_KILLED_EXIT_WAIT = 3.0
+
+
+@dataclass(frozen=True)
+class BootRequest:
+    """What the first task tells about the sandbox to boot."""
+    task_id: str
+    spec: Spec
+    role: PodRole
+    config_path: str
+
+
+Boot = Callable[[BootRequest], Awaitable[Sandbox]]
+
+
+def config_path_from(options: pb.RuntimeOptions | None, fallback: str) -> str:
+    return options.config_path if options is not None and options.config_path else fallback
+
+
+def runtime_options(any_type_url: str, value: bytes) -> pb.RuntimeOptions | None:
+    if not any_type_url.endswith(RUNTIME_OPTIONS_URL):
+        return None
+    return pb.RuntimeOptions.FromString(value)
+
+
+def _read_spec(bundle: str) -> Spec:
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path) as f:
+            return parse_spec(json.load(f), path)
+    except (OSError, ValueError) as exc:
+        raise RpcError("Create", INVALID_ARGUMENT, f"{path}: {exc}") from None
+
+
+class TaskService:
+    def __init__(self, namespace: str, publisher: Publisher, boot: Boot,
+                 config_path: str = "") -> None:
+        self.namespace, self.events, self._boot = namespace, publisher, boot
+        self.config_path = config_path
+        self.tasks = Tasks()
+        self.sandbox: Sandbox | None = None
+        self.shutdown_requested = asyncio.Event()
+        self._relays: dict[tuple[str, str], Relay] = {}
+        self._vm_watch: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one Create at a time: the first one boots the VM
+
+    @property
+    def vm_pid(self) -> int:
+        """The pid containerd sees for every process: QEMU's (as Kata reports)."""
+        vm = self.sandbox.vm if self.sandbox is not None else None
+        return vm.qemu.pid if vm is not None else 0
+
+    # ---- create / start / delete -------------------------------------------------
+
+    async def Create(self, r: pb.CreateTaskRequest) -> pb.CreateTaskResponse:
+        ids.check_id("task id", r.id)
+        if r.checkpoint or r.parent_checkpoint:
+            raise RpcError("Create", UNIMPLEMENTED, "checkpoint/restore is not supported")
+        async with self._lock:
+            self.tasks.reserve("Create", r.id)
+            spec = _read_spec(r.bundle)
+            annotations = spec.doc.get("annotations") or {}
+            role = pod_role(r.id, annotations)
+            options = runtime_options(r.options.type_url, r.options.value)
+            task = Task(r.id, r.bundle,
+                        Proc(r.id, "", Stdio(r.stdin, r.stdout, r.stderr, r.terminal)))
+            rootfs = self._mount_rootfs(task, r, spec)
+            created = False
+            try:
+                sandbox = await self._sandbox_for(r.id, spec, role, options)
+                warnings = await sandbox.create_container(r.id, spec, rootfs)
+                created = True
+                await self._relay(task.init)
+            except BaseException:
+                if created:
+                    await self._remove_quietly(r.id)
+                self._unmount_rootfs(task)
+                await self._stop_if_idle()
+                raise
+            for warning in warnings:
+                log.warning("task %s: %s", r.id, warning)
+            self.tasks.add(task)
+        self.events.publish("/tasks/create", ev.TaskCreate(
+            container_id=r.id, bundle=r.bundle, pid=self.vm_pid,
+            rootfs=[ev.TaskMount(type=m.type, source=m.source, target=m.target,
+                                 options=m.options) for m in r.rootfs],
+            io=ev.TaskIO(stdin=r.stdin, stdout=r.stdout, stderr=r.stderr,
+                         terminal=r.terminal)))
+        return pb.CreateTaskResponse(pid=self.vm_pid)
+
+    async def _remove_quietly(self, task_id: str) -> None:
+        assert self.sandbox is not None
+        try:
+            await self.sandbox.remove_container(task_id)
+        except PykataError as exc:
+            log.error("task %s: removing after a failed create: %s", task_id, exc)
+
+    def _mount_rootfs(self, task: Task, r: pb.CreateTaskRequest, spec: Spec) -> str:
+        rootfs = os.path.join(r.bundle, spec.root_path)
+        try:
+            for m in r.rootfs:
+                os.makedirs(rootfs, exist_ok=True)
+                mounts.mount(m.type, m.source, rootfs, list(m.options))
+                task.rootfs_mounts.append(rootfs)
+        except PykataError:
+            self._unmount_rootfs(task)
+            raise
+        return rootfs
+
+    def _unmount_rootfs(self, task: Task) -> None:
+        for target in reversed(task.rootfs_mounts):
+            try:
+                mounts.unmount(target)
+            except PykataError as exc:
+                log.error("task %s: %s", task.id, exc)
+        task.rootfs_mounts.clear()
+
+    async def _sandbox_for(self, task_id: str, spec: Spec, role: PodRole,
+                           options: pb.RuntimeOptions | None) -> Sandbox:
+        if self.sandbox is None:
+            if not role.is_sandbox:
+                raise RpcError("Create", FAILED_PRECONDITION,
+                               f"task {task_id}: its sandbox {role.sandbox_id} is not served "
+                               "by this shim")
+            config_path = config_path_from(options, self.config_path)
+            self.sandbox = await self._boot(BootRequest(task_id, spec, role, config_path))
+            self._vm_watch = asyncio.create_task(self._watch_vm(self.sandbox))
+            return self.sandbox
+        if role.sandbox_id != self.sandbox.id:
+            raise RpcError("Create", FAILED_PRECONDITION,
+                           f"task {task_id} belongs to sandbox {role.sandbox_id}, this shim "
+                           f"serves {self.sandbox.id}")
+        if self.sandbox.state is not SandboxState.RUNNING:
+            raise RpcError("Create", FAILED_PRECONDITION,
+                           f"sandbox {self.sandbox.id} is {self.sandbox.state.value}")
+        return self.sandbox
+
+    async def _watch_vm(self, sandbox: Sandbox) -> None:
+        status = await sandbox.wait_vm()
+        if sandbox.state is SandboxState.RUNNING:
+            log.error("sandbox %s: QEMU exited (status %s); every task exits with 255",
+                      sandbox.id, status)
+            await sandbox.stop()  # closes the agent connection: the watchers see 255
+
+    async def _stop_if_idle(self) -> None:
+        if self.sandbox is not None and not self.tasks.all() and not self.sandbox.containers:
+            await self.sandbox.stop()
+
+    async def _relay(self, proc: Proc) -> None:
+        assert self.sandbox is not None
+        relay = Relay(self.sandbox.agent, proc, self._exited)
+        try:
+            await relay.open()
+        except PykataError as exc:
+            raise RpcError("Create", INVALID_ARGUMENT, str(exc)) from None
+        self._relays[(proc.task_id, proc.exec_id)] = relay
+        relay.start()
+
+    def _exited(self, proc: Proc) -> None:
+        log.info("%s exited with status %d", proc.name, proc.exit_status)
+        event = ev.TaskExit(container_id=proc.task_id, id=proc.exec_id or proc.task_id,
+                            pid=self.vm_pid, exit_status=proc.exit_status)
+        event.exited_at.FromNanoseconds(int(proc.exited_at * 1e9))
+        self.events.publish("/tasks/exit", event)
+
+    async def Start(self, r: pb.StartRequest) -> pb.StartResponse:
+        task = self.tasks.get("Start", r.id)
+        proc = task.process("Start", r.exec_id)
+        proc.require("Start", CREATED)
+        agent = self._agent("Start")
+        if not r.exec_id:
+            await agent.start_container(r.id)
+            if proc.status is CREATED:
+                proc.status = RUNNING
+            self.events.publish("/tasks/start", ev.TaskStart(container_id=r.id,
+                                                             pid=self.vm_pid))
+            return pb.StartResponse(pid=self.vm_pid)
+        task.init.require("Start exec", RUNNING)
+        await agent.exec_process(r.id, r.exec_id, proc.spec_json)
+        proc.status = RUNNING
+        await self._relay(proc)
+        self.events.publish("/tasks/exec-started", ev.TaskExecStarted(
+            container_id=r.id, exec_id=r.exec_id, pid=self.vm_pid))
+        return pb.StartResponse(pid=self.vm_pid)
+
+    def _agent(self, method: str) -> AgentClient:
+        if self.sandbox is None or self.sandbox.state is not SandboxState.RUNNING:
+            raise RpcError(method, FAILED_PRECONDITION, "the sandbox VM is not running")
+        return self.sandbox.agent
+
+    async def Delete(self, r: pb.DeleteRequest) -> pb.DeleteResponse:
+        task = self.tasks.get("Delete", r.id)
+        proc = task.process("Delete", r.exec_id)
+        if r.exec_id:
+            proc.require("Delete", CREATED, STOPPED)
+            await self._forget(proc)
+            del task.execs[r.exec_id]
+            return self._delete_response(proc)
+        proc.require("Delete", CREATED, STOPPED)
+        assert self.sandbox is not None
+        try:
+            await self.sandbox.remove_container(r.id)
+        finally:
+            self._unmount_rootfs(task)
+        if not proc.exited.is_set():  # created, never started: removal killed it
+            try:
+                await asyncio.wait_for(proc.exited.wait(), _KILLED_EXIT_WAIT)
+            except TimeoutError:
+                proc.record_exit(128 + 9)
+        for p in [*task.execs.values(), proc]:
+            await self._forget(p)
+        self.tasks.remove(r.id)
+        event = ev.TaskDelete(container_id=r.id, pid=self.vm_pid,
+                              exit_status=proc.exit_status, id=r.id)
+        event.exited_at.FromNanoseconds(int(proc.exited_at * 1e9))
+        self.events.publish("/tasks/delete", event)
+        return self._delete_response(proc)
+
+    def _delete_response(self, proc: Proc) -> pb.DeleteResponse:
+        resp = pb.DeleteResponse(pid=self.vm_pid, exit_status=proc.exit_status)
+        if proc.exited_at:
+            resp.exited_at.FromNanoseconds(int(proc.exited_at * 1e9))
+        return resp
+
+    async def _forget(self, proc: Proc) -> None:
+        relay = self._relays.pop((proc.task_id, proc.exec_id), None)
+        await stop_workers(proc)
+        if relay is not None:
+            relay.close()
+
+    # ---- processes -----------------------------------------------------------------
+
+    async def Exec(self, r: pb.ExecProcessRequest) -> empty_pb2.Empty:
+        task = self.tasks.get("Exec", r.id)
+        ids.check_id("exec id", r.exec_id)
+        task.init.require("Exec", RUNNING)
+        proc = Proc(r.id, r.exec_id, Stdio(r.stdin, r.stdout, r.stderr, r.terminal),
+                    spec_json=r.spec.value)
+        task.add_exec("Exec", proc)
+        self.events.publish("/tasks/exec-added",
+                            ev.TaskExecAdded(container_id=r.id, exec_id=r.exec_id))
+        return empty_pb2.Empty()
+
+    async def Kill(self, r: pb.KillRequest) -> empty_pb2.Empty:
+        proc = self.tasks.get("Kill", r.id).process("Kill", r.exec_id)
+        if proc.exited.is_set():
+            raise RpcError("Kill", NOT_FOUND, f"{proc.name}: process already finished")
+        if proc.status is CREATED and r.exec_id:
+            raise RpcError("Kill", FAILED_PRECONDITION, f"{proc.name} is not started")
+        await self._agent("Kill").signal_process(r.id, r.exec_id, r.signal,
+                                                 all=r.all and not r.exec_id)
+        return empty_pb2.Empty()
+
+    async def Wait(self, r: pb.WaitRequest) -> pb.WaitResponse:
+        proc = self.tasks.get("Wait", r.id).process("Wait", r.exec_id)
+        await proc.exited.wait()
+        resp = pb.WaitResponse(exit_status=proc.exit_status)
+        resp.exited_at.FromNanoseconds(int(proc.exited_at * 1e9))
+        return resp
+
+    async def State(self, r: pb.StateRequest) -> pb.StateResponse:
+        task = self.tasks.get("State", r.id)
+        proc = task.process("State", r.exec_id)
+        resp = pb.StateResponse(
+            id=r.id, exec_id=r.exec_id, bundle=task.bundle, pid=self.vm_pid,
+            status=proc.status, stdin=proc.stdio.stdin, stdout=proc.stdio.stdout,
+            stderr=proc.stdio.stderr, terminal=proc.stdio.terminal,
+            exit_status=proc.exit_status)
+        if proc.exited_at:
+            resp.exited_at.FromNanoseconds(int(proc.exited_at * 1e9))
+        return resp
+
+    async def ResizePty(self, r: pb.ResizePtyRequest) -> empty_pb2.Empty:
+        proc = self.tasks.get("ResizePty", r.id).process("ResizePty", r.exec_id)
+        if proc.stdio.terminal and not proc.exited.is_set():
+            await self._agent("ResizePty").tty_win_resize(r.id, r.exec_id, r.height, r.width)
+        return empty_pb2.Empty()
+
+    async def CloseIO(self, r: pb.CloseIORequest) -> empty_pb2.Empty:
+        self.tasks.get("CloseIO", r.id).process("CloseIO", r.exec_id)
+        relay = self._relays.get((r.id, r.exec_id))
+        if r.stdin and relay is not None:
+            relay.close_stdin()
+        return empty_pb2.Empty()
+
+    # ---- the container as a whole ----------------------------------------------------
+
+    async def Pids(self, r: pb.PidsRequest) -> pb.PidsResponse:
+        self.tasks.get("Pids", r.id)
+        pids = await self._agent("Pids").list_processes(r.id)
+        return pb.PidsResponse(processes=[pb.ProcessInfo(pid=p) for p in pids])
+
+    async def Pause(self, r: pb.PauseRequest) -> empty_pb2.Empty:
+        proc = self.tasks.get("Pause", r.id).init
+        proc.require("Pause", RUNNING)
+        await self._agent("Pause").pause_container(r.id)
+        proc.status = PAUSED
+        self.events.publish("/tasks/paused", ev.TaskPaused(container_id=r.id))
+        return empty_pb2.Empty()
+
+    async def Resume(self, r: pb.ResumeRequest) -> empty_pb2.Empty:
+        proc = self.tasks.get("Resume", r.id).init
+        proc.require("Resume", PAUSED)
+        await self._agent("Resume").resume_container(r.id)
+        if proc.status is PAUSED:
+            proc.status = RUNNING
+        self.events.publish("/tasks/resumed", ev.TaskResumed(container_id=r.id))
+        return empty_pb2.Empty()
+
+    async def Update(self, r: pb.UpdateTaskRequest) -> empty_pb2.Empty:
+        self.tasks.get("Update", r.id).init.require("Update", CREATED, RUNNING, PAUSED)
+        try:
+            resources = json.loads(r.resources.value or b"{}")
+        except ValueError as exc:
+            raise RpcError("Update", INVALID_ARGUMENT, f"resources: not JSON: {exc}") from None
+        if not isinstance(resources, dict):
+            raise RpcError("Update", INVALID_ARGUMENT, "resources: not a JSON object")
+        await self._agent("Update").update_container(r.id, json.dumps(resources).encode())
+        return empty_pb2.Empty()
+
+    async def Stats(self, r: pb.StatsRequest) -> pb.StatsResponse:
+        self.tasks.get("Stats", r.id)
+        stats = await self._agent("Stats").stats_container(r.id)
+        resp = pb.StatsResponse()
+        resp.stats.type_url = METRICS_URL
+        resp.stats.value = stats.metrics.SerializeToString()
+        return resp
+
+    async def Checkpoint(self, r: pb.CheckpointTaskRequest) -> empty_pb2.Empty:
+        raise RpcError("Checkpoint", UNIMPLEMENTED, "checkpoint is not supported by pykata")
+
+    async def Connect(self, r: pb.ConnectRequest) -> pb.ConnectResponse:
+        return pb.ConnectResponse(shim_pid=os.getpid(), task_pid=self.vm_pid,
+                                  version=f"pykata {pykata.__version__}")
+
+    async def Shutdown(self, r: pb.ShutdownRequest) -> empty_pb2.Empty:
+        if len(self.tasks) == 0:
+            self.shutdown_requested.set()
+        else:
+            log.debug("shutdown ignored: %d tasks remain", len(self.tasks))
+        return empty_pb2.Empty()
+
+    async def close(self) -> None:
+        """Stop every worker and the sandbox (the shim is exiting)."""
+        for task in self.tasks.all():
+            for proc in [*task.execs.values(), task.init]:
+                await self._forget(proc)
+            self._unmount_rootfs(task)
+        if self.sandbox is not None:
+            await self.sandbox.stop()
+        if self._vm_watch is not None:
+            self._vm_watch.cancel()
+            await asyncio.gather(self._vm_watch, return_exceptions=True)
