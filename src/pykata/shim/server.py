@@ -31,10 +31,10 @@ from pykata.domain.ids import IdError
 from pykata.protocol.pb import shim_pb2
 from pykata.protocol.services import Handler, service_table
 from pykata.protocol.ttrpc_aio import TtrpcServer
-from pykata.shim.args import ShimArgs
+from pykata.shim.args import ShimArgs, pod_role
 from pykata.shim.boot import boot_sandbox
 from pykata.shim.events import Publisher
-from pykata.shim.service import TaskService
+from pykata.shim.service import BootRequest, TaskService, read_spec
 
 log = logging.getLogger("pykata.shim")
 
@@ -94,9 +94,23 @@ def serve(args: ShimArgs, sock: socket.socket, config_path: str) -> int:
     return 0
 
 
+def _early_boot_request(args: ShimArgs, config_path: str) -> BootRequest | None:
+    """The sandbox task's boot request from its bundle (the shim's cwd), if it reads."""
+    try:
+        spec = read_spec(os.getcwd())
+        role = pod_role(args.id, spec.doc.get("annotations") or {})
+    except PykataError as exc:
+        log.debug("no early boot: %s", exc)
+        return None
+    return BootRequest(args.id, spec, role, config_path) if role.is_sandbox else None
+
+
 async def _serve(args: ShimArgs, sock: socket.socket, config_path: str) -> None:
     events = Publisher(os.environ.get("TTRPC_ADDRESS", ""), args.namespace)
     service = TaskService(args.namespace, events, boot_sandbox, config_path)
+    early = _early_boot_request(args, config_path)
+    if early is not None:
+        service.boot_early(early)
     services = task_services(service)
     connections: set[asyncio.Task[None]] = set()
 

@@ -12,7 +12,8 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 from dataclasses import dataclass
 
 from google.protobuf import empty_pb2
@@ -56,7 +57,7 @@ class BootRequest:
     config_path: str
 
 
-Boot = Callable[[BootRequest], Awaitable[Sandbox]]
+Boot = Callable[[BootRequest], Coroutine[Any, Any, Sandbox]]
 
 
 def config_path_from(options: pb.RuntimeOptions | None, fallback: str) -> str:
@@ -69,7 +70,7 @@ def runtime_options(any_type_url: str, value: bytes) -> pb.RuntimeOptions | None
     return pb.RuntimeOptions.FromString(value)
 
 
-def _read_spec(bundle: str) -> Spec:
+def read_spec(bundle: str) -> Spec:
     path = os.path.join(bundle, "config.json")
     try:
         with open(path) as f:
@@ -88,7 +89,21 @@ class TaskService:
         self.shutdown_requested = asyncio.Event()
         self._relays: dict[tuple[str, str], Relay] = {}
         self._vm_watch: asyncio.Task[None] | None = None
+        self._early: tuple[str, asyncio.Task[Sandbox]] | None = None
         self._lock = asyncio.Lock()  # one Create at a time: the first one boots the VM
+
+    def boot_early(self, req: BootRequest) -> None:
+        """Start booting the sandbox now, from the bundle `start` saw; Create for that task
+        then finds it booting. The boot overlaps containerd's work between start and
+        Create (snapshot mounts, FIFOs, the connection), instead of following it."""
+        self._early = (req.task_id, asyncio.create_task(self._boot(req)))
+
+    async def _take_early(self) -> Sandbox | None:
+        if self._early is None:
+            return None
+        _, boot = self._early
+        self._early = None
+        return await boot
 
     @property
     def vm_pid(self) -> int:
@@ -104,7 +119,7 @@ class TaskService:
             raise RpcError("Create", UNIMPLEMENTED, "checkpoint/restore is not supported")
         async with self._lock:
             self.tasks.reserve("Create", r.id)
-            spec = _read_spec(r.bundle)
+            spec = read_spec(r.bundle)
             annotations = spec.doc.get("annotations") or {}
             role = pod_role(r.id, annotations)
             options = runtime_options(r.options.type_url, r.options.value)
@@ -169,7 +184,10 @@ class TaskService:
                                f"task {task_id}: its sandbox {role.sandbox_id} is not served "
                                "by this shim")
             config_path = config_path_from(options, self.config_path)
-            self.sandbox = await self._boot(BootRequest(task_id, spec, role, config_path))
+            early = self._early is not None and self._early[0] == task_id
+            self.sandbox = (await self._take_early() if early else
+                            await self._boot(BootRequest(task_id, spec, role, config_path)))
+            assert self.sandbox is not None
             self._vm_watch = asyncio.create_task(self._watch_vm(self.sandbox))
             return self.sandbox
         if role.sandbox_id != self.sandbox.id:
@@ -388,6 +406,13 @@ class TaskService:
 
     async def close(self) -> None:
         """Stop every worker and the sandbox (the shim is exiting)."""
+        if self._early is not None:  # booted for a Create that never came
+            boot = self._early[1]
+            self._early = None
+            boot.cancel()
+            result = (await asyncio.gather(boot, return_exceptions=True))[0]
+            if isinstance(result, Sandbox):
+                self.sandbox = result
         for task in self.tasks.all():
             for proc in [*task.execs.values(), task.init]:
                 await self._forget(proc)
