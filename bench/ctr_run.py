@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
-from containerd_support import IMAGE_REF, Containerd, build_busybox_image  # noqa: E402
+from containerd_support import IMAGE_REF, Containerd, build_busybox_image
 
 RUNTIME = "io.containerd.pykata.v2"
 

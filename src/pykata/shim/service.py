@@ -13,8 +13,8 @@ import json
 import logging
 import os
 from collections.abc import Callable, Coroutine
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf import empty_pb2
 
