@@ -88,9 +88,11 @@ def idle_pod_memory(ctrd: Containerd, state_dir: str) -> None:
             rows.append((name, pid, rss, pss))
         print("idle busybox pod (one ctr container in its VM):")
         for name, pid, rss, pss in rows:
-            print(f"  {name:<28} pid {pid:<7} RSS {rss / 1024:7.1f} MiB  PSS {pss / 1024:7.1f} MiB")
+            print(f"  {name:<28} pid {pid:<7} RSS {rss / 1024:7.1f} MiB"
+                  f"  PSS {pss / 1024:7.1f} MiB")
         total = sum(r[3] for r in rows) / 1024
-        print(f"  total PSS (shim + QEMU + virtiofsd) {total:.1f} MiB   (Kata, bare metal: ~117 MiB)")
+        print(f"  total PSS (shim + QEMU + virtiofsd) {total:.1f} MiB"
+              "   (Kata, bare metal: ~117 MiB)")
     finally:
         ctrd.ctr("task", "kill", "-s", "9", "idle", check=False)
         time.sleep(0.5)
@@ -136,7 +138,8 @@ def main() -> None:
                   f"min {min(s) * 1000:6.0f}  max {max(s) * 1000:6.0f}")
         over = med["ctr+pykata"] / med["pykata run"]
         print(f"  ratio  ctr+pykata / pykata run = {over:.3f}x  (goal <= 1.15x)")
-        print(f"  containerd + shim overhead     = {(med['ctr+pykata'] - med['pykata run']) * 1000:.0f} ms"
+        extra = (med["ctr+pykata"] - med["pykata run"]) * 1000
+        print(f"  containerd + shim overhead     = {extra:.0f} ms"
               f"  (runc's whole ctr run: {med['runc'] * 1000:.0f} ms)")
         idle_pod_memory(ctrd, state_dir)
     finally:
