@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
     env = sub.add_parser("env", help="effective configuration and host facts, for bug reports")
     env.add_argument("--json", action="store_true", help="JSON instead of TOML")
+    _add_install_parser(sub)
     return p
 
 
@@ -75,6 +76,26 @@ def _add_plan_parser(sub: Any) -> None:
                    "static (no hotplug headroom); default: the runtime's resizable sandbox")
 
 
+def _add_install_parser(sub: Any) -> None:
+    p = sub.add_parser("install", help="register pykata with a container manager")
+    isub = p.add_subparsers(dest="install_command", required=True)
+    c = isub.add_parser("containerd", help="pykata as a runtime of containerd 1.6's CRI plugin",
+                        description="Print the containerd config entry that registers pykata "
+                        "(runtime `pykata`, type io.containerd.pykata.v2) and the Kubernetes "
+                        "RuntimeClass; with --write, install it.")
+    c.add_argument("--write", action="store_true",
+                   help="write the drop-in (atomically) and add its import to containerd's "
+                   "config; running it again changes nothing")
+    c.add_argument("--config-path", metavar="FILE",
+                   help="the pykata configuration the shim reads (ConfigPath); default: "
+                   "the file pykata reads, else /etc/pykata/configuration.toml")
+    c.add_argument("--containerd-config", metavar="FILE",
+                   help="containerd's main config (default: /etc/containerd/config.toml)")
+    c.add_argument("--drop-in", metavar="FILE",
+                   help="where the drop-in goes (default: conf.d/pykata.toml beside the "
+                   "containerd config); its directory's *.toml get imported")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
@@ -92,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pykata.cli import plan
 
             return plan.main(args)
+        if args.command == "install":
+            from pykata.cli import install
+
+            return install.main(args)
         if args.command == "env":
             from pykata.cli import env
 

@@ -55,6 +55,14 @@ class HostError(PykataError):
     """The host lacks something pykata needs."""
 
 
+class InstallError(PykataError):
+    """A host file pykata would install into cannot be changed safely; it is left as it was."""
+
+    def __init__(self, path: str, why: str) -> None:
+        self.path, self.why = path, why
+        super().__init__(f"{path}: {why}")
+
+
 # gRPC status codes (ttrpc reuses them).
 OK = 0
 CANCELLED = 1
