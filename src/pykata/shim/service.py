@@ -215,11 +215,12 @@ class TaskService:
         proc.require("Start", CREATED)
         agent = self._agent("Start")
         if not r.exec_id:
-            await agent.start_container(r.id)
-            if proc.status is CREATED:
-                proc.status = RUNNING
-            self.events.publish("/tasks/start", ev.TaskStart(container_id=r.id,
-                                                             pid=self.vm_pid))
+            async with proc.starting:
+                await agent.start_container(r.id)
+                if proc.status is CREATED:
+                    proc.status = RUNNING
+                self.events.publish("/tasks/start", ev.TaskStart(container_id=r.id,
+                                                                 pid=self.vm_pid))
             return pb.StartResponse(pid=self.vm_pid)
         task.init.require("Start exec", RUNNING)
         await agent.exec_process(r.id, r.exec_id, proc.spec_json)
