@@ -246,7 +246,9 @@ class TaskService:
         proc.require("Delete", CREATED, STOPPED)
         assert self.sandbox is not None
         try:
-            await self.sandbox.remove_container(r.id)
+            # A Delete whose guest call failed already dropped it; a retry must succeed.
+            if r.id in self.sandbox.containers:
+                await self.sandbox.remove_container(r.id)
         finally:
             self._unmount_rootfs(task)
         if not proc.exited.is_set():  # created, never started: removal killed it
