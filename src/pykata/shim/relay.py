@@ -90,8 +90,9 @@ class Relay:
         if len(done) < len(pumps):
             log.warning("%s: output still open %g s after exit; dropped", self.proc.name,
                         DRAIN_TIMEOUT)
-        if self.proc.record_exit(status):
-            self._on_exit(self.proc)
+        async with self.proc.starting:
+            if self.proc.record_exit(status):
+                self._on_exit(self.proc)
 
     def close_stdin(self) -> None:
         if self.source is not None:

@@ -233,11 +233,12 @@ class TaskService:
         proc.require("Start", CREATED)
         agent = self._agent("Start")
         if not r.exec_id:
-            await agent.start_container(r.id)
-            if proc.status is CREATED:
-                proc.status = RUNNING
-            self.events.publish("/tasks/start", ev.TaskStart(container_id=r.id,
-                                                             pid=self.vm_pid))
+            async with proc.starting:
+                await agent.start_container(r.id)
+                if proc.status is CREATED:
+                    proc.status = RUNNING
+                self.events.publish("/tasks/start", ev.TaskStart(container_id=r.id,
+                                                                 pid=self.vm_pid))
             return pb.StartResponse(pid=self.vm_pid)
         task.init.require("Start exec", RUNNING)
         await agent.exec_process(r.id, r.exec_id, proc.spec_json)
@@ -263,7 +264,9 @@ class TaskService:
         proc.require("Delete", CREATED, STOPPED)
         assert self.sandbox is not None
         try:
-            await self.sandbox.remove_container(r.id)
+            # A Delete whose guest call failed already dropped it; a retry must succeed.
+            if r.id in self.sandbox.containers:
+                await self.sandbox.remove_container(r.id)
         finally:
             self._unmount_rootfs(task)
         if not proc.exited.is_set():  # created, never started: removal killed it

@@ -36,6 +36,9 @@ class Proc:
     exit_status: int = 0
     exited_at: float = 0.0
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    # Held while Start is under way: an exit seen meanwhile waits, so that containerd
+    # hears /tasks/start before /tasks/exit (a process may exit before Start's reply).
+    starting: asyncio.Lock = field(default_factory=asyncio.Lock)
     workers: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
