@@ -9,9 +9,11 @@ RpcErrors with containerd's codes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -210,15 +212,23 @@ class TaskService:
         if self.sandbox is not None and not self.tasks.all() and not self.sandbox.containers:
             await self.sandbox.stop()
 
-    async def _relay(self, proc: Proc) -> None:
+    async def _open_relay(self, method: str, proc: Proc) -> Relay:
+        """The process's FIFOs, opened before the guest process exists: a bad path fails
+        the call with nothing started."""
         assert self.sandbox is not None
         relay = Relay(self.sandbox.agent, proc, self._exited)
         try:
             await relay.open()
         except PykataError as exc:
-            raise RpcError("Create", INVALID_ARGUMENT, str(exc)) from None
-        self._relays[(proc.task_id, proc.exec_id)] = relay
+            raise RpcError(method, INVALID_ARGUMENT, str(exc)) from None
+        return relay
+
+    def _start_relay(self, relay: Relay) -> None:
+        self._relays[(relay.proc.task_id, relay.proc.exec_id)] = relay
         relay.start()
+
+    async def _relay(self, proc: Proc) -> None:
+        self._start_relay(await self._open_relay("Create", proc))
 
     def _exited(self, proc: Proc) -> None:
         log.info("%s exited with status %d", proc.name, proc.exit_status)
@@ -241,9 +251,14 @@ class TaskService:
                                                                  pid=self.vm_pid))
             return pb.StartResponse(pid=self.vm_pid)
         task.init.require("Start exec", RUNNING)
-        await agent.exec_process(r.id, r.exec_id, proc.spec_json)
+        relay = await self._open_relay("Start", proc)
+        try:
+            await agent.exec_process(r.id, r.exec_id, proc.spec_json)
+        except BaseException:
+            relay.close()
+            raise
         proc.status = RUNNING
-        await self._relay(proc)
+        self._start_relay(relay)
         self.events.publish("/tasks/exec-started", ev.TaskExecStarted(
             container_id=r.id, exec_id=r.exec_id, pid=self.vm_pid))
         return pb.StartResponse(pid=self.vm_pid)
@@ -270,12 +285,14 @@ class TaskService:
         finally:
             self._unmount_rootfs(task)
         if not proc.exited.is_set():  # created, never started: removal killed it
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.exited.wait(), _KILLED_EXIT_WAIT)
-            except TimeoutError:
-                proc.record_exit(128 + 9)
         for p in [*task.execs.values(), proc]:
             await self._forget(p)
+            # Removal killed whatever still ran; a watcher that had not seen it yet is gone,
+            # so the exit is recorded (and Waits answered) here.
+            if p.record_exit(128 + signal.SIGKILL):
+                self._exited(p)
         self.tasks.remove(r.id)
         event = ev.TaskDelete(container_id=r.id, pid=self.vm_pid,
                               exit_status=proc.exit_status, id=r.id)
