@@ -106,6 +106,59 @@ def test_read_longer_than_asked_is_refused() -> None:
     _run({"ReadStdout": _reply(reply)}, body)
 
 
+def _recording(seen: list[bytes], reply: bytes = b"") -> Handler:
+    async def handler(data: bytes) -> bytes:
+        seen.append(data)
+        return reply
+    return handler
+
+
+def test_shim_calls_send_what_they_are_given() -> None:
+    seen: list[bytes] = []
+    metrics = pb.StatsContainerResponse(metrics=pb.CgroupMetrics(pids=pb.PidsStat(current=2)))
+    methods = {m: _recording(seen) for m in ("TtyWinResize", "PauseContainer", "ResumeContainer",
+                                              "UpdateContainer", "SignalProcess")}
+    methods["ListProcesses"] = _recording(
+        seen, pb.ListProcessesResponse(pids=[1, 42]).SerializeToString())
+    methods["StatsContainer"] = _recording(seen, metrics.SerializeToString())
+
+    async def body(agent: AgentClient) -> None:
+        await agent.tty_win_resize("c", "e", 24, 80)
+        await agent.pause_container("c")
+        await agent.resume_container("c")
+        await agent.update_container("c", b'{"memory": {"limit": 1}}')
+        await agent.signal_process("c", "", 15, all=True)
+        assert await agent.list_processes("c") == [1, 42]
+        assert (await agent.stats_container("c")).metrics.pids.current == 2
+    _run(methods, body)
+    assert seen == [r.SerializeToString() for r in (
+        pb.TtyWinResizeRequest(container_id="c", exec_id="e", row=24, column=80),
+        pb.PauseContainerRequest(container_id="c"),
+        pb.ResumeContainerRequest(container_id="c"),
+        pb.UpdateContainerRequest(container_id="c", resources_json=b'{"memory": {"limit": 1}}'),
+        pb.SignalProcessRequest(container_id="c", signal=15, all=True),
+        pb.ListProcessesRequest(container_id="c"),
+        pb.StatsContainerRequest(container_id="c"),
+    )]
+
+
+@pytest.mark.parametrize("pid", [0, (1 << 22) + 1], ids=["zero", "above-pid-max"])
+def test_list_processes_refuses_what_is_no_pid(pid: int) -> None:
+    reply = pb.ListProcessesResponse(pids=[1, pid]).SerializeToString()
+
+    async def body(agent: AgentClient) -> None:
+        with pytest.raises(ProtocolError, match=f"ListProcesses: {pid} is not a pid"):
+            await agent.list_processes("c")
+    _run({"ListProcesses": _reply(reply)}, body)
+
+
+def test_stats_without_metrics_is_refused() -> None:
+    async def body(agent: AgentClient) -> None:
+        with pytest.raises(ProtocolError, match="StatsContainer: no metrics"):
+            await agent.stats_container("c")
+    _run({"StatsContainer": _reply(b"")}, body)
+
+
 def test_console_tail_strips_terminal_control(tmp_path: Path) -> None:
     log = tmp_path / "console.log"
     log.write_bytes(b"boot ok\n\x1b]0;pwned\x07\x1b[2Jdone\tx")

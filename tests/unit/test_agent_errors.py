@@ -55,6 +55,14 @@ UNKNOWN = [
     ("WaitProcess", pb.WaitProcessRequest(container_id="live", exec_id="nope")),
     ("SignalProcess", pb.SignalProcessRequest(container_id="live", exec_id="nope", signal=9)),
     ("ReadStdout", pb.ReadStreamRequest(container_id="live", exec_id="nope", len=1)),
+    ("TtyWinResize", pb.TtyWinResizeRequest(container_id="nope", row=1, column=1)),
+    ("TtyWinResize", pb.TtyWinResizeRequest(container_id="live", exec_id="nope", row=1)),
+    ("PauseContainer", pb.PauseContainerRequest(container_id="nope")),
+    ("ResumeContainer", pb.ResumeContainerRequest(container_id="nope")),
+    ("ListProcesses", pb.ListProcessesRequest(container_id="nope")),
+    ("StatsContainer", pb.StatsContainerRequest(container_id="nope")),
+    ("UpdateContainer", pb.UpdateContainerRequest(container_id="nope", resources_json=b"{}")),
+    ("SignalProcess", pb.SignalProcessRequest(container_id="nope", signal=9, all=True)),
 ]
 
 
@@ -99,6 +107,12 @@ BAD_INPUT = [
     ("bad-exec-id", "ExecProcess", pb.ExecProcessRequest(
         container_id="live", exec_id="a/b", process_json=b'{"args": ["x"]}'),
      "INVALID_ARGUMENT", "a/b"),
+    ("resume-running", "ResumeContainer", pb.ResumeContainerRequest(container_id="live"),
+     "FAILED_PRECONDITION", "state is running, requires paused"),
+    ("resources-not-json", "UpdateContainer", pb.UpdateContainerRequest(
+        container_id="live", resources_json=b"{x"), "INVALID_ARGUMENT", "resources_json"),
+    ("window-too-wide", "TtyWinResize", pb.TtyWinResizeRequest(
+        container_id="live", row=1, column=70000), "INVALID_ARGUMENT", "column"),
     ("bad-hostname", "CreateSandbox", pb.CreateSandboxRequest(hostname="a b"),
      "INVALID_ARGUMENT", "a b"),
     ("bad-storage-driver", "CreateSandbox", pb.CreateSandboxRequest(storages=[pb.Storage(

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pykata.agent import linux
-from pykata.agent.bundle import prepare_process, prepare_spec
+from pykata.agent.bundle import prepare_process, prepare_spec, wants_terminal
 from pykata.agent.config import AgentConfig, parse_config
 from pykata.agent.guest import parse_block_size, parse_cpu_list, parse_mem_total
 from pykata.agent.hotplug import apply_online, plan_online
@@ -33,6 +33,16 @@ LIFECYCLES = [
     ("exit-during-start", [Event.CREATED, Event.START, Event.EXITED], State.STOPPED),
     ("start-failed", [Event.CREATED, Event.START, Event.START_FAILED], State.CREATED),
     ("remove-created", [Event.CREATED, Event.REMOVE], State.REMOVING),
+    ("pause-resume", [Event.CREATED, Event.START, Event.STARTED, Event.PAUSE, Event.RESUME],
+     State.RUNNING),
+    ("pause-failed", [Event.CREATED, Event.START, Event.STARTED, Event.PAUSE,
+                      Event.PAUSE_FAILED], State.RUNNING),
+    ("resume-failed", [Event.CREATED, Event.START, Event.STARTED, Event.PAUSE, Event.RESUME,
+                       Event.RESUME_FAILED], State.PAUSED),
+    ("killed-while-paused", [Event.CREATED, Event.START, Event.STARTED, Event.PAUSE,
+                             Event.EXITED], State.STOPPED),
+    ("remove-paused", [Event.CREATED, Event.START, Event.STARTED, Event.PAUSE, Event.REMOVE],
+     State.REMOVING),
 ]
 
 
@@ -48,8 +58,13 @@ def test_allowed_lifecycles(events: list[Event], final: State) -> None:
 REFUSED = [
     ("start-before-create", State.CREATING, Event.START, "requires created"),
     ("start-twice", State.RUNNING, Event.START, "state is running"),
-    ("remove-while-starting", State.STARTING, Event.REMOVE, "created or running or stopped"),
+    ("remove-while-starting", State.STARTING, Event.REMOVE,
+     "created or paused or running or stopped"),
     ("remove-twice", State.REMOVING, Event.REMOVE, "state is removing"),
+    ("pause-stopped", State.STOPPED, Event.PAUSE, "state is stopped, requires running"),
+    ("pause-twice", State.PAUSED, Event.PAUSE, "state is paused, requires running"),
+    ("resume-running", State.RUNNING, Event.RESUME, "state is running, requires paused"),
+    ("pause-created", State.CREATED, Event.PAUSE, "requires running"),
 ]
 
 
@@ -99,10 +114,11 @@ def _spec(**overrides: Any) -> bytes:
     return json.dumps(doc).encode()
 
 
-def test_prepare_spec_roots_relative_paths_in_the_share_and_drops_the_terminal() -> None:
+def test_prepare_spec_roots_relative_paths_in_the_share_and_keeps_the_terminal() -> None:
     spec = prepare_spec("c1", _spec(), "/run/pykata/shared")
     assert spec["root"]["path"] == "/run/pykata/shared/c1/rootfs"
-    assert spec["process"]["terminal"] is False
+    assert spec["process"]["terminal"] is True and wants_terminal(spec["process"])
+    assert not wants_terminal(prepare_process("c1", "e1", b'{"args": ["sh"]}'))
     absolute = prepare_spec("c1", _spec(root={"path": "/elsewhere"}), "/s")
     assert absolute["root"]["path"] == "/elsewhere"
 
@@ -112,6 +128,8 @@ BAD_SPECS = [
     ("array", b"[]", "JSON object"),
     ("no-process", json.dumps({"root": {"path": "r"}}).encode(), "process"),
     ("args-not-strings", _spec(process={"args": [1]}), "process.args"),
+    ("terminal-not-bool", _spec(process={"args": ["sh"], "terminal": "yes"}),
+     "process.terminal"),
     ("no-root", _spec(root=None), "root.path"),
 ]
 

@@ -3,7 +3,8 @@
 Pure: JSON bytes in, validated document out, errors naming the container and the key.
 - root.path: absolute paths are used as sent (the host sends the guest path); a relative
   path is taken under <shared_root>/<container id>/, where the host's rootfs appears.
-- process.terminal is forced off: the agent API carries stdio as pipes only.
+- process.terminal passes through (must be a boolean): true gives the process a pty
+  (`pykata.agent.terminal`), false or absent three pipes.
 """
 
 from __future__ import annotations
@@ -31,8 +32,15 @@ def check_process(source: str, process: object) -> dict[str, Any]:
     args = process.get("args")
     if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
         raise SpecError(source, "process.args", f"must be a non-empty list of strings: {args!r}")
-    process["terminal"] = False
+    if not isinstance(process.get("terminal", False), bool):
+        raise SpecError(source, "process.terminal",
+                        f"must be true or false: {process['terminal']!r}")
     return process
+
+
+def wants_terminal(process: dict[str, Any]) -> bool:
+    """For a process that passed `check_process`."""
+    return process.get("terminal") is True
 
 
 def prepare_spec(container_id: str, data: bytes, shared_root: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
@@ -24,6 +24,9 @@ from pykata.agent.storage import Storage
 from pykata.domain import errors
 from pykata.domain.errors import ConfigError, PykataError, RpcError, SpecError, StateError
 from pykata.protocol.pb import agent_pb2 as pb
+
+if TYPE_CHECKING:
+    from pykata.agent.cgroups import CgroupStats
 
 AGENT_SERVICE = "pykata.agent.v1.AgentService"
 HEALTH_SERVICE = "pykata.agent.v1.Health"
@@ -73,6 +76,28 @@ def _storages(items: Sequence[pb.Storage]) -> list[Storage]:
             for s in items]
 
 
+def _fill(message: Message, values: Mapping[str, int]) -> None:
+    """Sets the fields `values` names that `message` has (the kernel adds keys over time)."""
+    message.SetInParent()
+    fields = message.DESCRIPTOR.fields_by_name
+    for key, value in values.items():
+        if key in fields:
+            setattr(message, key, value)
+
+
+def metrics(stats: CgroupStats) -> pb.CgroupMetrics:
+    m = pb.CgroupMetrics()
+    for name in ("pids", "cpu", "memory", "memory_events"):
+        values = getattr(stats, name)
+        if values is not None:
+            _fill(getattr(m, name), values)
+    if stats.io is not None:
+        m.io.SetInParent()
+        for entry in stats.io:
+            _fill(m.io.usage.add(), entry)
+    return m
+
+
 class AgentHandlers:
     """One coroutine per RPC, pb request in, pb response out."""
 
@@ -104,7 +129,7 @@ class AgentHandlers:
         return pb.Empty()
 
     async def SignalProcess(self, r: pb.SignalProcessRequest) -> pb.Empty:
-        self.containers.signal(r.container_id, r.exec_id, r.signal)
+        await self.containers.signal(r.container_id, r.exec_id, r.signal, r.all)
         return pb.Empty()
 
     async def WaitProcess(self, r: pb.WaitProcessRequest) -> pb.WaitProcessResponse:
@@ -125,6 +150,29 @@ class AgentHandlers:
 
     async def CloseStdin(self, r: pb.CloseStdinRequest) -> pb.Empty:
         await self.containers.close_stdin(r.container_id, r.exec_id)
+        return pb.Empty()
+
+    async def TtyWinResize(self, r: pb.TtyWinResizeRequest) -> pb.Empty:
+        self.containers.resize(r.container_id, r.exec_id, r.row, r.column)
+        return pb.Empty()
+
+    async def PauseContainer(self, r: pb.PauseContainerRequest) -> pb.Empty:
+        await self.containers.pause(r.container_id)
+        return pb.Empty()
+
+    async def ResumeContainer(self, r: pb.ResumeContainerRequest) -> pb.Empty:
+        await self.containers.resume(r.container_id)
+        return pb.Empty()
+
+    async def ListProcesses(self, r: pb.ListProcessesRequest) -> pb.ListProcessesResponse:
+        return pb.ListProcessesResponse(pids=await self.containers.list_processes(
+            r.container_id))
+
+    async def StatsContainer(self, r: pb.StatsContainerRequest) -> pb.StatsContainerResponse:
+        return pb.StatsContainerResponse(metrics=metrics(self.containers.stats(r.container_id)))
+
+    async def UpdateContainer(self, r: pb.UpdateContainerRequest) -> pb.Empty:
+        await self.containers.update(r.container_id, r.resources_json)
         return pb.Empty()
 
     async def GetGuestDetails(self, r: pb.GuestDetailsRequest) -> pb.GuestDetailsResponse:

@@ -40,6 +40,7 @@ class State(enum.Enum):
     CREATED = "created"
     STARTING = "starting"
     RUNNING = "running"
+    PAUSED = "paused"        # frozen (`crun pause`); set before the runtime call returns
     STOPPED = "stopped"      # the init process exited
     REMOVING = "removing"
 
@@ -51,6 +52,10 @@ class Event(enum.Enum):
     START_FAILED = "start failed"
     EXITED = "exited"
     REMOVE = "remove"
+    PAUSE = "pause"
+    PAUSE_FAILED = "pause failed"
+    RESUME = "resume"
+    RESUME_FAILED = "resume failed"
 
 
 S, E = State, Event
@@ -62,16 +67,29 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (S.CREATED, E.EXITED): S.STOPPED,
     (S.STARTING, E.EXITED): S.STOPPED,
     (S.RUNNING, E.EXITED): S.STOPPED,
+    (S.PAUSED, E.EXITED): S.STOPPED,
     (S.REMOVING, E.EXITED): S.REMOVING,
     (S.CREATED, E.REMOVE): S.REMOVING,
     (S.RUNNING, E.REMOVE): S.REMOVING,
+    (S.PAUSED, E.REMOVE): S.REMOVING,
     (S.STOPPED, E.REMOVE): S.REMOVING,
+    # The state moves when the call begins and moves back if the runtime fails: a
+    # second pause (or resume) meanwhile is refused, not run twice.
+    (S.RUNNING, E.PAUSE): S.PAUSED,
+    (S.PAUSED, E.PAUSE_FAILED): S.RUNNING,
+    (S.PAUSED, E.RESUME): S.RUNNING,
+    (S.RUNNING, E.RESUME_FAILED): S.PAUSED,
 }
 
+# While the container's processes (and its cgroup) exist.
+_LIVE = frozenset({S.CREATED, S.STARTING, S.RUNNING, S.PAUSED})
 # Operations that do not change the state, and the states they need.
 REQUIRES: dict[str, frozenset[State]] = {
     "exec": frozenset({S.RUNNING}),
-    "signal": frozenset({S.CREATED, S.STARTING, S.RUNNING}),
+    "signal": _LIVE,
+    "list processes": _LIVE,
+    "stats": _LIVE,
+    "update": _LIVE,
 }
 
 
@@ -94,6 +112,7 @@ class Container:
         self.execs: dict[str, Process | None] = {}  # None: exec starting
         self.mounts: list[str] = []
         self.state_before_remove: State | None = None
+        self.cgroup: str | None = None  # its cgroup v2 directory, once looked up
 
     def advance(self, event: Event) -> None:
         new = TRANSITIONS.get((self.state, event))

@@ -1,14 +1,17 @@
-"""A process's three stdio pipes, read and written without blocking the event loop.
+"""A process's stdio, read and written without blocking the event loop.
 
-The agent keeps the parent ends (stdin's write end, stdout's and stderr's read ends); the
-child ends go to the OCI runtime, whose container inherits them, and are closed here once
-the runtime has been started. A read is a long poll: it parks on the loop until the pipe
-is readable, so a ReadStdout never holds up other calls. Knows nothing of containers.
+Three pipes (`pipe_stdio`): the agent keeps the parent ends (stdin's write end, stdout's
+and stderr's read ends); the child ends go to the OCI runtime, whose container inherits
+them, and are closed here once the runtime has been started. A terminal process has one
+pty master instead (`pykata.agent.terminal`), read as stdout and written as stdin.
+A read is a long poll: it parks on the loop until the fd is readable, so a ReadStdout
+never holds up other calls. Knows nothing of containers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 
 MAX_READ = 1 << 20
@@ -62,6 +65,10 @@ class PipeReader(_PipeEnd):
                     return os.read(self._fd, min(size, MAX_READ))
                 except BlockingIOError:
                     await self._ready()
+                except OSError as exc:
+                    if exc.errno != errno.EIO:
+                        raise
+                    return b""  # a pty master whose terminal every process has closed
             return b""
 
     def close(self) -> None:
@@ -81,6 +88,10 @@ class PipeWriter(_PipeEnd):
                     view = view[os.write(self._fd, view):]
                 except BlockingIOError:
                     await self._ready()
+                except OSError as exc:
+                    if exc.errno != errno.EIO:
+                        raise
+                    raise BrokenPipeError(errno.EPIPE, "the terminal was hung up") from None
             if view:
                 raise BrokenPipeError(32, "stdin was closed")
             return len(data)
@@ -96,23 +107,33 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class ProcessStdio:
-    """Three pipes. `child_fds` go to the runtime, then `release_child_fds()`."""
+class EmptyReader:
+    """The stderr of a terminal process: the terminal carries both streams."""
 
-    def __init__(self) -> None:
-        stdin_r, stdin_w = os.pipe()
-        stdout_r, stdout_w = os.pipe()
-        stderr_r, stderr_w = os.pipe()
-        self.child_fds: tuple[int, int, int] | None = (stdin_r, stdout_w, stderr_w)
-        self.stdin = PipeWriter(stdin_w)
-        self.stdout = PipeReader(stdout_r)
-        self.stderr = PipeReader(stderr_r)
+    closed = True
+
+    async def read(self, size: int) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+class ProcessStdio:
+    """What the agent holds of a process's stdio. `child_fds` go to the runtime, then
+    `release_child_fds()`. `tty` is the pty master of a terminal process (stdout owns it;
+    stdin writes to a duplicate of it), else None."""
+
+    def __init__(self, stdin: PipeWriter, stdout: PipeReader, stderr: PipeReader | EmptyReader,
+                 child_fds: tuple[int, ...] = (), tty: int | None = None) -> None:
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+        self.child_fds = child_fds
+        self.tty = tty
 
     def release_child_fds(self) -> None:
-        if self.child_fds is not None:
-            for fd in self.child_fds:
-                os.close(fd)
-            self.child_fds = None
+        for fd in self.child_fds:
+            os.close(fd)
+        self.child_fds = ()
 
     def close(self) -> None:
         """Drops everything at once (container removal); readers get b""."""
@@ -120,3 +141,12 @@ class ProcessStdio:
         self.stdout.close()
         self.stderr.close()
         self.stdin.close_now()
+
+
+def pipe_stdio() -> ProcessStdio:
+    """Three pipes; the child ends are stdin's read end, stdout's and stderr's write ends."""
+    stdin_r, stdin_w = os.pipe()
+    stdout_r, stdout_w = os.pipe()
+    stderr_r, stderr_w = os.pipe()
+    return ProcessStdio(PipeWriter(stdin_w), PipeReader(stdout_r), PipeReader(stderr_r),
+                        (stdin_r, stdout_w, stderr_w))

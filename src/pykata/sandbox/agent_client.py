@@ -19,6 +19,8 @@ AGENT = "pykata.agent.v1.AgentService"
 HEALTH = "pykata.agent.v1.Health"
 READ_CHUNK = 1 << 20
 DEFAULT_CALL_TIMEOUT = 30.0
+# Linux's PID_MAX_LIMIT: a pid above it is not a pid.
+MAX_PID = 1 << 22
 
 M = TypeVar("M", bound=Message)
 
@@ -74,8 +76,10 @@ class AgentClient:
         req = pb.ExecProcessRequest(container_id=cid, exec_id=exec_id, process_json=process_json)
         await self._unary("ExecProcess", req, pb.Empty, self.create_timeout)
 
-    async def signal_process(self, cid: str, exec_id: str, signal: int) -> None:
-        req = pb.SignalProcessRequest(container_id=cid, exec_id=exec_id, signal=signal)
+    async def signal_process(self, cid: str, exec_id: str, signal: int,
+                             all: bool = False) -> None:
+        """With `all`, every process of the container gets the signal."""
+        req = pb.SignalProcessRequest(container_id=cid, exec_id=exec_id, signal=signal, all=all)
         await self._unary("SignalProcess", req, pb.Empty)
 
     async def wait_process(self, cid: str, exec_id: str = "") -> int:
@@ -110,6 +114,40 @@ class AgentClient:
     async def close_stdin(self, cid: str, exec_id: str = "") -> None:
         req = pb.CloseStdinRequest(container_id=cid, exec_id=exec_id)
         await self._unary("CloseStdin", req, pb.Empty)
+
+    async def tty_win_resize(self, cid: str, exec_id: str, rows: int, cols: int) -> None:
+        """A no-op for a process without a terminal."""
+        req = pb.TtyWinResizeRequest(container_id=cid, exec_id=exec_id, row=rows, column=cols)
+        await self._unary("TtyWinResize", req, pb.Empty)
+
+    async def pause_container(self, cid: str) -> None:
+        await self._unary("PauseContainer", pb.PauseContainerRequest(container_id=cid), pb.Empty)
+
+    async def resume_container(self, cid: str) -> None:
+        await self._unary("ResumeContainer", pb.ResumeContainerRequest(container_id=cid),
+                          pb.Empty)
+
+    async def list_processes(self, cid: str) -> list[int]:
+        """The container's pids, in the guest's pid namespace."""
+        req = pb.ListProcessesRequest(container_id=cid)
+        pids = list((await self._unary("ListProcesses", req, pb.ListProcessesResponse)).pids)
+        bad = [p for p in pids if not 0 < p <= MAX_PID]
+        if bad:
+            raise ProtocolError(f"agent ListProcesses: {bad[0]} is not a pid")
+        return pids
+
+    async def stats_container(self, cid: str) -> pb.StatsContainerResponse:
+        """`metrics` encodes as containerd's io.containerd.cgroups.v2.Metrics."""
+        req = pb.StatsContainerRequest(container_id=cid)
+        resp = await self._unary("StatsContainer", req, pb.StatsContainerResponse)
+        if not resp.HasField("metrics"):
+            raise ProtocolError("agent StatsContainer: no metrics")
+        return resp
+
+    async def update_container(self, cid: str, resources_json: bytes) -> None:
+        """`resources_json`: an OCI LinuxResources document."""
+        req = pb.UpdateContainerRequest(container_id=cid, resources_json=resources_json)
+        await self._unary("UpdateContainer", req, pb.Empty)
 
     async def guest_details(self) -> pb.GuestDetailsResponse:
         req = pb.GuestDetailsRequest(mem_block_size=True, mem_hotplug_probe=True)

@@ -18,6 +18,20 @@ class AgentDetails(_message.Message):
     version: str
     def __init__(self, version: _Optional[str] = ..., init_daemon: bool = ..., device_handlers: _Optional[_Iterable[str]] = ..., storage_handlers: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class CgroupMetrics(_message.Message):
+    __slots__ = ["cpu", "io", "memory", "memory_events", "pids"]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    IO_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    PIDS_FIELD_NUMBER: _ClassVar[int]
+    cpu: CpuStat
+    io: IOStat
+    memory: MemoryStat
+    memory_events: MemoryEvents
+    pids: PidsStat
+    def __init__(self, pids: _Optional[_Union[PidsStat, _Mapping]] = ..., cpu: _Optional[_Union[CpuStat, _Mapping]] = ..., memory: _Optional[_Union[MemoryStat, _Mapping]] = ..., io: _Optional[_Union[IOStat, _Mapping]] = ..., memory_events: _Optional[_Union[MemoryEvents, _Mapping]] = ...) -> None: ...
+
 class CheckRequest(_message.Message):
     __slots__ = ["service"]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +45,22 @@ class CloseStdinRequest(_message.Message):
     container_id: str
     exec_id: str
     def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ...) -> None: ...
+
+class CpuStat(_message.Message):
+    __slots__ = ["nr_periods", "nr_throttled", "system_usec", "throttled_usec", "usage_usec", "user_usec"]
+    NR_PERIODS_FIELD_NUMBER: _ClassVar[int]
+    NR_THROTTLED_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_USEC_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_USEC_FIELD_NUMBER: _ClassVar[int]
+    USAGE_USEC_FIELD_NUMBER: _ClassVar[int]
+    USER_USEC_FIELD_NUMBER: _ClassVar[int]
+    nr_periods: int
+    nr_throttled: int
+    system_usec: int
+    throttled_usec: int
+    usage_usec: int
+    user_usec: int
+    def __init__(self, usage_usec: _Optional[int] = ..., user_usec: _Optional[int] = ..., system_usec: _Optional[int] = ..., nr_periods: _Optional[int] = ..., nr_throttled: _Optional[int] = ..., throttled_usec: _Optional[int] = ...) -> None: ...
 
 class CreateContainerRequest(_message.Message):
     __slots__ = ["container_id", "exec_id", "oci_spec_json", "storages"]
@@ -111,6 +141,142 @@ class HealthCheckResponse(_message.Message):
     status: HealthCheckResponse.ServingStatus
     def __init__(self, status: _Optional[_Union[HealthCheckResponse.ServingStatus, str]] = ...) -> None: ...
 
+class IOEntry(_message.Message):
+    __slots__ = ["major", "minor", "rbytes", "rios", "wbytes", "wios"]
+    MAJOR_FIELD_NUMBER: _ClassVar[int]
+    MINOR_FIELD_NUMBER: _ClassVar[int]
+    RBYTES_FIELD_NUMBER: _ClassVar[int]
+    RIOS_FIELD_NUMBER: _ClassVar[int]
+    WBYTES_FIELD_NUMBER: _ClassVar[int]
+    WIOS_FIELD_NUMBER: _ClassVar[int]
+    major: int
+    minor: int
+    rbytes: int
+    rios: int
+    wbytes: int
+    wios: int
+    def __init__(self, major: _Optional[int] = ..., minor: _Optional[int] = ..., rbytes: _Optional[int] = ..., wbytes: _Optional[int] = ..., rios: _Optional[int] = ..., wios: _Optional[int] = ...) -> None: ...
+
+class IOStat(_message.Message):
+    __slots__ = ["usage"]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    usage: _containers.RepeatedCompositeFieldContainer[IOEntry]
+    def __init__(self, usage: _Optional[_Iterable[_Union[IOEntry, _Mapping]]] = ...) -> None: ...
+
+class ListProcessesRequest(_message.Message):
+    __slots__ = ["container_id"]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    def __init__(self, container_id: _Optional[str] = ...) -> None: ...
+
+class ListProcessesResponse(_message.Message):
+    __slots__ = ["pids"]
+    PIDS_FIELD_NUMBER: _ClassVar[int]
+    pids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, pids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class MemoryEvents(_message.Message):
+    __slots__ = ["high", "low", "max", "oom", "oom_kill"]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    OOM_FIELD_NUMBER: _ClassVar[int]
+    OOM_KILL_FIELD_NUMBER: _ClassVar[int]
+    high: int
+    low: int
+    max: int
+    oom: int
+    oom_kill: int
+    def __init__(self, low: _Optional[int] = ..., high: _Optional[int] = ..., max: _Optional[int] = ..., oom: _Optional[int] = ..., oom_kill: _Optional[int] = ...) -> None: ...
+
+class MemoryStat(_message.Message):
+    __slots__ = ["active_anon", "active_file", "anon", "anon_thp", "file", "file_dirty", "file_mapped", "file_writeback", "inactive_anon", "inactive_file", "kernel_stack", "pgactivate", "pgdeactivate", "pgfault", "pglazyfree", "pglazyfreed", "pgmajfault", "pgrefill", "pgscan", "pgsteal", "shmem", "slab", "slab_reclaimable", "slab_unreclaimable", "sock", "swap_limit", "swap_usage", "thp_collapse_alloc", "thp_fault_alloc", "unevictable", "usage", "usage_limit", "workingset_activate", "workingset_nodereclaim", "workingset_refault"]
+    ACTIVE_ANON_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FILE_FIELD_NUMBER: _ClassVar[int]
+    ANON_FIELD_NUMBER: _ClassVar[int]
+    ANON_THP_FIELD_NUMBER: _ClassVar[int]
+    FILE_DIRTY_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    FILE_MAPPED_FIELD_NUMBER: _ClassVar[int]
+    FILE_WRITEBACK_FIELD_NUMBER: _ClassVar[int]
+    INACTIVE_ANON_FIELD_NUMBER: _ClassVar[int]
+    INACTIVE_FILE_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_STACK_FIELD_NUMBER: _ClassVar[int]
+    PGACTIVATE_FIELD_NUMBER: _ClassVar[int]
+    PGDEACTIVATE_FIELD_NUMBER: _ClassVar[int]
+    PGFAULT_FIELD_NUMBER: _ClassVar[int]
+    PGLAZYFREED_FIELD_NUMBER: _ClassVar[int]
+    PGLAZYFREE_FIELD_NUMBER: _ClassVar[int]
+    PGMAJFAULT_FIELD_NUMBER: _ClassVar[int]
+    PGREFILL_FIELD_NUMBER: _ClassVar[int]
+    PGSCAN_FIELD_NUMBER: _ClassVar[int]
+    PGSTEAL_FIELD_NUMBER: _ClassVar[int]
+    SHMEM_FIELD_NUMBER: _ClassVar[int]
+    SLAB_FIELD_NUMBER: _ClassVar[int]
+    SLAB_RECLAIMABLE_FIELD_NUMBER: _ClassVar[int]
+    SLAB_UNRECLAIMABLE_FIELD_NUMBER: _ClassVar[int]
+    SOCK_FIELD_NUMBER: _ClassVar[int]
+    SWAP_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SWAP_USAGE_FIELD_NUMBER: _ClassVar[int]
+    THP_COLLAPSE_ALLOC_FIELD_NUMBER: _ClassVar[int]
+    THP_FAULT_ALLOC_FIELD_NUMBER: _ClassVar[int]
+    UNEVICTABLE_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    USAGE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    WORKINGSET_ACTIVATE_FIELD_NUMBER: _ClassVar[int]
+    WORKINGSET_NODERECLAIM_FIELD_NUMBER: _ClassVar[int]
+    WORKINGSET_REFAULT_FIELD_NUMBER: _ClassVar[int]
+    active_anon: int
+    active_file: int
+    anon: int
+    anon_thp: int
+    file: int
+    file_dirty: int
+    file_mapped: int
+    file_writeback: int
+    inactive_anon: int
+    inactive_file: int
+    kernel_stack: int
+    pgactivate: int
+    pgdeactivate: int
+    pgfault: int
+    pglazyfree: int
+    pglazyfreed: int
+    pgmajfault: int
+    pgrefill: int
+    pgscan: int
+    pgsteal: int
+    shmem: int
+    slab: int
+    slab_reclaimable: int
+    slab_unreclaimable: int
+    sock: int
+    swap_limit: int
+    swap_usage: int
+    thp_collapse_alloc: int
+    thp_fault_alloc: int
+    unevictable: int
+    usage: int
+    usage_limit: int
+    workingset_activate: int
+    workingset_nodereclaim: int
+    workingset_refault: int
+    def __init__(self, anon: _Optional[int] = ..., file: _Optional[int] = ..., kernel_stack: _Optional[int] = ..., slab: _Optional[int] = ..., sock: _Optional[int] = ..., shmem: _Optional[int] = ..., file_mapped: _Optional[int] = ..., file_dirty: _Optional[int] = ..., file_writeback: _Optional[int] = ..., anon_thp: _Optional[int] = ..., inactive_anon: _Optional[int] = ..., active_anon: _Optional[int] = ..., inactive_file: _Optional[int] = ..., active_file: _Optional[int] = ..., unevictable: _Optional[int] = ..., slab_reclaimable: _Optional[int] = ..., slab_unreclaimable: _Optional[int] = ..., pgfault: _Optional[int] = ..., pgmajfault: _Optional[int] = ..., workingset_refault: _Optional[int] = ..., workingset_activate: _Optional[int] = ..., workingset_nodereclaim: _Optional[int] = ..., pgrefill: _Optional[int] = ..., pgscan: _Optional[int] = ..., pgsteal: _Optional[int] = ..., pgactivate: _Optional[int] = ..., pgdeactivate: _Optional[int] = ..., pglazyfree: _Optional[int] = ..., pglazyfreed: _Optional[int] = ..., thp_fault_alloc: _Optional[int] = ..., thp_collapse_alloc: _Optional[int] = ..., usage: _Optional[int] = ..., usage_limit: _Optional[int] = ..., swap_usage: _Optional[int] = ..., swap_limit: _Optional[int] = ...) -> None: ...
+
+class PauseContainerRequest(_message.Message):
+    __slots__ = ["container_id"]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    def __init__(self, container_id: _Optional[str] = ...) -> None: ...
+
+class PidsStat(_message.Message):
+    __slots__ = ["current", "limit"]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    current: int
+    limit: int
+    def __init__(self, current: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
 class ReadStreamRequest(_message.Message):
     __slots__ = ["container_id", "exec_id", "len"]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -135,21 +301,41 @@ class RemoveContainerRequest(_message.Message):
     timeout: int
     def __init__(self, container_id: _Optional[str] = ..., timeout: _Optional[int] = ...) -> None: ...
 
+class ResumeContainerRequest(_message.Message):
+    __slots__ = ["container_id"]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    def __init__(self, container_id: _Optional[str] = ...) -> None: ...
+
 class SignalProcessRequest(_message.Message):
-    __slots__ = ["container_id", "exec_id", "signal"]
+    __slots__ = ["all", "container_id", "exec_id", "signal"]
+    ALL_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     EXEC_ID_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    all: bool
     container_id: str
     exec_id: str
     signal: int
-    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., signal: _Optional[int] = ...) -> None: ...
+    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., signal: _Optional[int] = ..., all: bool = ...) -> None: ...
 
 class StartContainerRequest(_message.Message):
     __slots__ = ["container_id"]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     def __init__(self, container_id: _Optional[str] = ...) -> None: ...
+
+class StatsContainerRequest(_message.Message):
+    __slots__ = ["container_id"]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    def __init__(self, container_id: _Optional[str] = ...) -> None: ...
+
+class StatsContainerResponse(_message.Message):
+    __slots__ = ["metrics"]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    metrics: CgroupMetrics
+    def __init__(self, metrics: _Optional[_Union[CgroupMetrics, _Mapping]] = ...) -> None: ...
 
 class Storage(_message.Message):
     __slots__ = ["driver", "fstype", "mount_point", "options", "source"]
@@ -164,6 +350,26 @@ class Storage(_message.Message):
     options: _containers.RepeatedScalarFieldContainer[str]
     source: str
     def __init__(self, driver: _Optional[str] = ..., source: _Optional[str] = ..., fstype: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ..., mount_point: _Optional[str] = ...) -> None: ...
+
+class TtyWinResizeRequest(_message.Message):
+    __slots__ = ["column", "container_id", "exec_id", "row"]
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    EXEC_ID_FIELD_NUMBER: _ClassVar[int]
+    ROW_FIELD_NUMBER: _ClassVar[int]
+    column: int
+    container_id: str
+    exec_id: str
+    row: int
+    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., row: _Optional[int] = ..., column: _Optional[int] = ...) -> None: ...
+
+class UpdateContainerRequest(_message.Message):
+    __slots__ = ["container_id", "resources_json"]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_JSON_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    resources_json: bytes
+    def __init__(self, container_id: _Optional[str] = ..., resources_json: _Optional[bytes] = ...) -> None: ...
 
 class VersionCheckResponse(_message.Message):
     __slots__ = ["agent_version", "grpc_version"]
