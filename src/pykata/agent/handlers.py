@@ -8,10 +8,10 @@ ALREADY_EXISTS, INVALID_ARGUMENT, FAILED_PRECONDITION, INTERNAL). No logic of it
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 import pykata
 from pykata.agent.console import MARKS
@@ -22,17 +22,15 @@ from pykata.agent.runtime import RuntimeFailed
 from pykata.agent.sandbox import Sandbox
 from pykata.agent.storage import Storage
 from pykata.domain import errors
-from pykata.domain.errors import ConfigError, PykataError, RpcError, SpecError, StateError
+from pykata.domain.errors import ConfigError, RpcError, SpecError, StateError
 from pykata.protocol.pb import agent_pb2 as pb
+from pykata.protocol.services import Handler, service_table, unary
 
 if TYPE_CHECKING:
     from pykata.agent.cgroups import CgroupStats
 
 AGENT_SERVICE = "pykata.agent.v1.AgentService"
 HEALTH_SERVICE = "pykata.agent.v1.Health"
-
-Handler = Callable[[bytes], Awaitable[bytes]]
-Req = TypeVar("Req", bound=Message)
 
 _CODES: tuple[tuple[type[Exception], int], ...] = (
     (UnknownId, errors.NOT_FOUND),
@@ -53,22 +51,6 @@ def rpc_error(method: str, exc: Exception) -> RpcError:
         if isinstance(exc, kind):
             return RpcError(method, code, str(exc))
     return RpcError(method, errors.UNKNOWN, f"{type(exc).__name__}: {exc}")
-
-
-def unary(method: str, request_type: type[Req],
-          op: Callable[[Req], Awaitable[Message]]) -> Handler:
-    async def handle(payload: bytes) -> bytes:
-        try:
-            request = request_type.FromString(payload)
-        except DecodeError as exc:
-            raise RpcError(method, errors.INVALID_ARGUMENT,
-                           f"undecodable {request_type.__name__}: {exc}") from None
-        try:
-            response = await op(request)
-        except (PykataError, OSError) as exc:
-            raise rpc_error(method, exc) from exc
-        return response.SerializeToString()
-    return handle
 
 
 def _storages(items: Sequence[pb.Storage]) -> list[Storage]:
@@ -198,11 +180,8 @@ async def _version(r: pb.CheckRequest) -> pb.VersionCheckResponse:
 
 
 def build_services(handlers: AgentHandlers) -> Mapping[str, Mapping[str, Handler]]:
-    agent: dict[str, Handler] = {}
-    for method in pb.DESCRIPTOR.services_by_name["AgentService"].methods:
-        op: Any = getattr(handlers, method.name)
-        request_type: Any = getattr(pb, method.input_type.name)
-        agent[method.name] = unary(method.name, request_type, op)
-    health = {"Check": unary("Check", pb.CheckRequest, _check),
-              "Version": unary("Version", pb.CheckRequest, _version)}
+    agent = service_table(pb.DESCRIPTOR.services_by_name["AgentService"], pb, handlers,
+                          rpc_error)
+    health = {"Check": unary("Check", pb.CheckRequest, _check, rpc_error),
+              "Version": unary("Version", pb.CheckRequest, _version, rpc_error)}
     return {AGENT_SERVICE: agent, HEALTH_SERVICE: health}

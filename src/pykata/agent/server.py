@@ -17,13 +17,14 @@ from pykata.agent import linux
 from pykata.agent.config import AgentConfig
 from pykata.agent.console import log
 from pykata.agent.containers import Containers
-from pykata.agent.handlers import AgentHandlers, Handler, build_services
+from pykata.agent.handlers import AgentHandlers, build_services
 from pykata.agent.hotplug import start_onliner
 from pykata.agent.reaper import Reaper
 from pykata.agent.runtime import OciRuntime
 from pykata.agent.sandbox import Sandbox
 from pykata.agent.storage import GuestSystem, System
 from pykata.agent.transport import serve_unix, serve_virtio_port, serve_vsock
+from pykata.protocol.services import Handler
 
 
 class Agent:

@@ -41,11 +41,10 @@ def unary(method: str, request_type: Any, op: Callable[[Any], Awaitable[Any]],
 
 def service_table(service: ServiceDescriptor, module: ModuleType, impl: object,
                   to_rpc_error: ErrorMap) -> Mapping[str, Handler]:
-    """`impl.<Method>` for every method of `service`; request classes from `module`
-    (or the well-known types the service uses)."""
+    """`impl.<Method>` for every method of `service`; request classes from `module`."""
     table: dict[str, Handler] = {}
     for method in service.methods:
-        request_type = method.input_type._concrete_class
+        request_type = getattr(module, method.input_type.name)
         table[method.name] = unary(method.name, request_type, getattr(impl, method.name),
                                    to_rpc_error)
     return table
