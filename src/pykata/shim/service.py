@@ -202,6 +202,12 @@ class TaskService:
         self._relays[(proc.task_id, proc.exec_id)] = relay
         relay.start()
 
+    async def _start_stdin(self, proc: Proc) -> None:
+        try:
+            await self._relays[(proc.task_id, proc.exec_id)].start_stdin()
+        except PykataError as exc:
+            raise RpcError("Start", INVALID_ARGUMENT, str(exc)) from None
+
     def _exited(self, proc: Proc) -> None:
         log.info("%s exited with status %d", proc.name, proc.exit_status)
         event = ev.TaskExit(container_id=proc.task_id, id=proc.exec_id or proc.task_id,
@@ -216,6 +222,7 @@ class TaskService:
         agent = self._agent("Start")
         if not r.exec_id:
             await agent.start_container(r.id)
+            await self._start_stdin(proc)
             if proc.status is CREATED:
                 proc.status = RUNNING
             self.events.publish("/tasks/start", ev.TaskStart(container_id=r.id,
@@ -225,6 +232,7 @@ class TaskService:
         await agent.exec_process(r.id, r.exec_id, proc.spec_json)
         proc.status = RUNNING
         await self._relay(proc)
+        await self._start_stdin(proc)
         self.events.publish("/tasks/exec-started", ev.TaskExecStarted(
             container_id=r.id, exec_id=r.exec_id, pid=self.vm_pid))
         return pb.StartResponse(pid=self.vm_pid)
