@@ -205,7 +205,10 @@ class Containerd:
                  base_dir: Path | None = None, start_timeout: float = 30.0) -> None:
         # /tmp, not pytest's tmp_path: sockets need short paths (shim sockets add more).
         self.base = base_dir or Path(tempfile.mkdtemp(prefix="ctrd-", dir="/tmp"))
-        self.namespace = namespace or f"pykata-e2e-{os.getpid()}-{self.base.name[-8:]}"
+        # containerd takes only alphanumeric runs joined by single [._-]; mkdtemp's names
+        # may hold "_" anywhere (e.g. "ctrd-_tanhbq0").
+        suffix = re.sub(r"[^A-Za-z0-9]", "", self.base.name[-8:]) or "x"
+        self.namespace = namespace or f"pykata-e2e-{os.getpid()}-{suffix}"
         self.root, self.state = self.base / "root", self.base / "state"
         self.address = self.base / "c.sock"
         self.ttrpc_address = self.base / "c.sock.ttrpc"

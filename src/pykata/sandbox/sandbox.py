@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from pykata.domain import ids
 from pykata.domain.config import Config
-from pykata.domain.errors import HostError, PykataError, SpecError, VmmError
+from pykata.domain.errors import HostError, ProtocolError, PykataError, SpecError, VmmError
 from pykata.domain.host import HostFacts
 from pykata.domain.spec import Spec
 from pykata.host import mounts
@@ -32,6 +32,7 @@ from pykata.sandbox.state import SandboxState, check_transition, require
 from pykata.vmm import vm as vmm
 
 AGENT_VSOCK_PORT = 1024
+VM_EXIT_WAIT = 2.0  # a lost agent connection: how long QEMU's exit may lag behind it
 
 
 def random_guest_cid() -> int:
@@ -188,7 +189,8 @@ class Sandbox:
 
     async def remove_container(self, cid: str) -> None:
         """Remove the container in the guest (killing what is left of it), then its shares.
-        The shares go even when the guest call fails: the VM may be gone."""
+        The shares go even when the guest call fails. A VM that died took the container
+        with it: that is no error, even before its watcher has stopped the sandbox."""
         container = self.containers.get(cid)
         if container is None and self.state is not SandboxState.RUNNING:
             return  # stopping the sandbox removed it
@@ -197,8 +199,21 @@ class Sandbox:
         try:
             if self.state is SandboxState.RUNNING:
                 await self.agent.remove_container(cid)
+        except ProtocolError:
+            if not await self._vm_exited():
+                raise
         finally:
             self._unshare(container)
+
+    async def _vm_exited(self, within: float = VM_EXIT_WAIT) -> bool:
+        """Whether QEMU has exited, or does so within `within` s (its agent connection can
+        be seen to close before its exit is)."""
+        assert self.vm is not None
+        try:
+            await asyncio.wait_for(self.vm.qemu.wait(), within)
+        except TimeoutError:
+            return False
+        return True
 
     def _unshare_all(self) -> None:
         for container in list(self.containers.values()):

@@ -4,6 +4,11 @@ and the exit watcher.
 The exit is recorded only after the output pumps finished (or a drain timeout passed), so
 that when containerd hears of the exit, all output is already in its FIFOs. A lost agent
 (the VM died) ends every pump and records exit status 255.
+
+Stdin is opened only when the process starts, as Kata's shim does: `ctr` sends the CloseIO
+that ends stdin only if its input ends after Create returned (containerd#4489). A FIFO
+opened during Create, which boots the VM, takes `echo data | ctr run ... cat`'s input at
+once, and that CloseIO was always lost: `cat` waited forever.
 """
 
 from __future__ import annotations
@@ -33,28 +38,37 @@ class Relay:
         self.agent, self.proc, self._on_exit = agent, proc, on_exit
         self.source: Source | None = None
         self._sinks: list[Sink] = []
+        self._stdin_closed = False  # CloseIO may come before the process starts
 
     async def open(self) -> None:
-        """Opens the FIFOs; raises StdioError (closing what it opened) if one cannot be."""
+        """Opens the output FIFOs; raises StdioError (closing what it opened) if one cannot be."""
         stdio = self.proc.stdio
         try:
             self._sinks.append(await open_sink(stdio.stdout))
             self._sinks.append(await open_sink("" if stdio.terminal else stdio.stderr))
-            self.source = await open_source(stdio.stdin)
         except BaseException:
             self.close()
             raise
 
     def start(self) -> None:
+        """Pumps the output and watches for the exit (from Create on: Kill and Wait work on
+        a created process)."""
         cid, eid = self.proc.task_id, self.proc.exec_id
         pumps = [asyncio.create_task(self._pump(lambda: self.agent.read_stdout(cid, eid),
                                                 self._sinks[0]))]
         if not self.proc.stdio.terminal:
             pumps.append(asyncio.create_task(
                 self._pump(lambda: self.agent.read_stderr(cid, eid), self._sinks[1])))
-        feeder = asyncio.create_task(self._feed())
         watcher = asyncio.create_task(self._watch(pumps))
-        self.proc.workers += [*pumps, feeder, watcher]
+        self.proc.workers += [*pumps, watcher]
+
+    async def start_stdin(self) -> None:
+        """Opens the stdin FIFO and feeds it to the process (when it starts); raises
+        StdioError."""
+        self.source = await open_source(self.proc.stdio.stdin)
+        if self._stdin_closed:
+            self.close_stdin()
+        self.proc.workers.append(asyncio.create_task(self._feed()))
 
     async def _pump(self, read: Callable[[], Awaitable[bytes]], sink: Sink) -> None:
         try:
@@ -95,6 +109,7 @@ class Relay:
                 self._on_exit(self.proc)
 
     def close_stdin(self) -> None:
+        self._stdin_closed = True
         if self.source is not None:
             self.source.close()
 

@@ -131,12 +131,16 @@ async def _serve(args: ShimArgs, sock: socket.socket, config_path: str) -> None:
         await service.shutdown_requested.wait()
         await asyncio.sleep(0.05)  # let the Shutdown reply go out
     finally:
-        server.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        await service.close()
-        await events.close()
-        for task in list(connections):
-            task.cancel()
-        await asyncio.gather(*connections, return_exceptions=True)
+        # The sandbox goes while the socket still answers: `delete`, which containerd runs
+        # as soon as it hangs up, clears a sandbox itself when nobody answers there.
+        try:
+            await service.close()
+        finally:
+            server.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            await events.close()
+            for task in list(connections):
+                task.cancel()
+            await asyncio.gather(*connections, return_exceptions=True)
     log.info("shim for %s exits", args.id)

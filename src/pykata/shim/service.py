@@ -230,6 +230,12 @@ class TaskService:
     async def _relay(self, proc: Proc) -> None:
         self._start_relay(await self._open_relay("Create", proc))
 
+    async def _start_stdin(self, proc: Proc) -> None:
+        try:
+            await self._relays[(proc.task_id, proc.exec_id)].start_stdin()
+        except PykataError as exc:
+            raise RpcError("Start", INVALID_ARGUMENT, str(exc)) from None
+
     def _exited(self, proc: Proc) -> None:
         log.info("%s exited with status %d", proc.name, proc.exit_status)
         event = ev.TaskExit(container_id=proc.task_id, id=proc.exec_id or proc.task_id,
@@ -245,6 +251,7 @@ class TaskService:
         if not r.exec_id:
             async with proc.starting:
                 await agent.start_container(r.id)
+                await self._start_stdin(proc)
                 if proc.status is CREATED:
                     proc.status = RUNNING
                 self.events.publish("/tasks/start", ev.TaskStart(container_id=r.id,
@@ -259,6 +266,7 @@ class TaskService:
             raise
         proc.status = RUNNING
         self._start_relay(relay)
+        await self._start_stdin(proc)
         self.events.publish("/tasks/exec-started", ev.TaskExecStarted(
             container_id=r.id, exec_id=r.exec_id, pid=self.vm_pid))
         return pb.StartResponse(pid=self.vm_pid)
