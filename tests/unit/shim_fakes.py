@@ -21,8 +21,9 @@ from pykata.domain.spec import Spec, default_spec
 from pykata.protocol.pb import shim_pb2 as pb
 from pykata.sandbox.sandbox import Sandbox
 from pykata.sandbox.state import SandboxState
+from pykata.shim.bundle import BootRequest
 from pykata.shim.events import Publisher
-from pykata.shim.service import BootRequest, TaskService
+from pykata.shim.service import TaskService
 
 QEMU_PID = 4912
 

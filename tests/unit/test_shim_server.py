@@ -26,9 +26,10 @@ from pykata.domain.errors import (
 from pykata.domain.ids import IdError
 from pykata.protocol.pb import shim_pb2 as pb
 from pykata.sandbox.sandbox import Sandbox
+from pykata.shim.bundle import BootRequest
 from pykata.shim.events import Publisher
 from pykata.shim.server import TASK_SERVICE, task_services, to_rpc_error
-from pykata.shim.service import BootRequest, TaskService
+from pykata.shim.service import TaskService
 from pykata.shim.stdio import StdioError
 
 TASK_METHODS = {"State", "Create", "Start", "Delete", "Pids", "Pause", "Resume", "Checkpoint",

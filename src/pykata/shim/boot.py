@@ -11,7 +11,7 @@ from pykata.host.facts import read_host_facts
 from pykata.host.qemu_caps import qemu_devices
 from pykata.plan.sizing import workload_limits
 from pykata.sandbox.sandbox import Sandbox
-from pykata.shim.service import BootRequest
+from pykata.shim.bundle import BootRequest
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,9 @@ from pykata.protocol.services import Handler, service_table
 from pykata.protocol.ttrpc_aio import TtrpcServer
 from pykata.shim.args import ShimArgs, pod_role
 from pykata.shim.boot import boot_sandbox
+from pykata.shim.bundle import BootRequest, read_spec
 from pykata.shim.events import Publisher
-from pykata.shim.service import BootRequest, TaskService, read_spec
+from pykata.shim.service import TaskService
 
 log = logging.getLogger("pykata.shim")
 

@@ -14,9 +14,6 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any
 
 from google.protobuf import empty_pb2
 
@@ -30,55 +27,31 @@ from pykata.domain.errors import (
     PykataError,
     RpcError,
 )
-from pykata.domain.spec import Spec, parse_spec
-from pykata.host import mounts
+from pykata.domain.spec import Spec
 from pykata.protocol.pb import events_pb2 as ev
 from pykata.protocol.pb import shim_pb2 as pb
 from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.sandbox import Sandbox
 from pykata.sandbox.state import SandboxState
 from pykata.shim.args import PodRole, pod_role
+from pykata.shim.bundle import (
+    Boot,
+    BootRequest,
+    config_path_from,
+    mount_rootfs,
+    read_spec,
+    runtime_options,
+    unmount_rootfs,
+)
 from pykata.shim.events import Publisher
 from pykata.shim.relay import Relay, stop_workers
 from pykata.shim.tasks import CREATED, PAUSED, RUNNING, STOPPED, Proc, Stdio, Task, Tasks
 
 log = logging.getLogger(__name__)
 
-RUNTIME_OPTIONS_URL = "runtimeoptions.v1.Options"
 METRICS_URL = "io.containerd.cgroups.v2.Metrics"
 # A created task that is deleted is killed in the guest; its exit arrives this quickly.
 _KILLED_EXIT_WAIT = 3.0
-
-
-@dataclass(frozen=True)
-class BootRequest:
-    """What the first task tells about the sandbox to boot."""
-    task_id: str
-    spec: Spec
-    role: PodRole
-    config_path: str
-
-
-Boot = Callable[[BootRequest], Coroutine[Any, Any, Sandbox]]
-
-
-def config_path_from(options: pb.RuntimeOptions | None, fallback: str) -> str:
-    return options.config_path if options is not None and options.config_path else fallback
-
-
-def runtime_options(any_type_url: str, value: bytes) -> pb.RuntimeOptions | None:
-    if not any_type_url.endswith(RUNTIME_OPTIONS_URL):
-        return None
-    return pb.RuntimeOptions.FromString(value)
-
-
-def read_spec(bundle: str) -> Spec:
-    path = os.path.join(bundle, "config.json")
-    try:
-        with open(path) as f:
-            return parse_spec(json.load(f), path)
-    except (OSError, ValueError) as exc:
-        raise RpcError("Create", INVALID_ARGUMENT, f"{path}: {exc}") from None
 
 
 class TaskService:
@@ -127,7 +100,7 @@ class TaskService:
             options = runtime_options(r.options.type_url, r.options.value)
             task = Task(r.id, r.bundle,
                         Proc(r.id, "", Stdio(r.stdin, r.stdout, r.stderr, r.terminal)))
-            rootfs = self._mount_rootfs(task, r, spec)
+            rootfs = mount_rootfs(task, r, spec)
             created = False
             try:
                 sandbox = await self._sandbox_for(r.id, spec, role, options)
@@ -137,7 +110,7 @@ class TaskService:
             except BaseException:
                 if created:
                     await self._remove_quietly(r.id)
-                self._unmount_rootfs(task)
+                unmount_rootfs(task)
                 await self._stop_if_idle()
                 raise
             for warning in warnings:
@@ -157,26 +130,6 @@ class TaskService:
             await self.sandbox.remove_container(task_id)
         except PykataError as exc:
             log.error("task %s: removing after a failed create: %s", task_id, exc)
-
-    def _mount_rootfs(self, task: Task, r: pb.CreateTaskRequest, spec: Spec) -> str:
-        rootfs = os.path.join(r.bundle, spec.root_path)
-        try:
-            for m in r.rootfs:
-                os.makedirs(rootfs, exist_ok=True)
-                mounts.mount(m.type, m.source, rootfs, list(m.options))
-                task.rootfs_mounts.append(rootfs)
-        except PykataError:
-            self._unmount_rootfs(task)
-            raise
-        return rootfs
-
-    def _unmount_rootfs(self, task: Task) -> None:
-        for target in reversed(task.rootfs_mounts):
-            try:
-                mounts.unmount(target)
-            except PykataError as exc:
-                log.error("task %s: %s", task.id, exc)
-        task.rootfs_mounts.clear()
 
     async def _sandbox_for(self, task_id: str, spec: Spec, role: PodRole,
                            options: pb.RuntimeOptions | None) -> Sandbox:
@@ -291,7 +244,7 @@ class TaskService:
             if r.id in self.sandbox.containers:
                 await self.sandbox.remove_container(r.id)
         finally:
-            self._unmount_rootfs(task)
+            unmount_rootfs(task)
         if not proc.exited.is_set():  # created, never started: removal killed it
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.exited.wait(), _KILLED_EXIT_WAIT)
@@ -444,7 +397,7 @@ class TaskService:
         for task in self.tasks.all():
             for proc in [*task.execs.values(), task.init]:
                 await self._forget(proc)
-            self._unmount_rootfs(task)
+            unmount_rootfs(task)
         if self.sandbox is not None:
             await self.sandbox.stop()
         if self._vm_watch is not None:
