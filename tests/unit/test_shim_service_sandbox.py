@@ -192,6 +192,8 @@ def test_container_operations(tmp_path: Path) -> None:
         await svc.Update(update)
         assert shim.agent.called("update_container") == \
             [("c1", {"cpu": {"quota": 50000, "period": 100000}})]
+        assert svc.tasks.get("Update", "c1").resources == {"cpu": {"quota": 50000,
+                                                                  "period": 100000}}
         for bad, why in [(b"{", "not JSON"), (b"[1]", "not a JSON object")]:
             update.resources.value = bad
             await rpc_error(INVALID_ARGUMENT, svc.Update(update), why)

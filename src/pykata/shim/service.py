@@ -353,7 +353,8 @@ class TaskService:
         return empty_pb2.Empty()
 
     async def Update(self, r: pb.UpdateTaskRequest) -> empty_pb2.Empty:
-        self.tasks.get("Update", r.id).init.require("Update", CREATED, RUNNING, PAUSED)
+        task = self.tasks.get("Update", r.id)
+        task.init.require("Update", CREATED, RUNNING, PAUSED)
         try:
             resources = json.loads(r.resources.value or b"{}")
         except ValueError as exc:
@@ -361,6 +362,7 @@ class TaskService:
         if not isinstance(resources, dict):
             raise RpcError("Update", INVALID_ARGUMENT, "resources: not a JSON object")
         await self._agent("Update").update_container(r.id, json.dumps(resources).encode())
+        task.resources = resources  # what resizing the VM will go by (hotplug)
         return empty_pb2.Empty()
 
     async def Stats(self, r: pb.StatsRequest) -> pb.StatsResponse:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from pykata.domain.errors import ALREADY_EXISTS, FAILED_PRECONDITION, NOT_FOUND, RpcError
 from pykata.protocol.pb import shim_pb2 as pb
@@ -67,6 +68,7 @@ class Task:
     bundle: str
     init: Proc
     rootfs_mounts: list[str] = field(default_factory=list)
+    resources: dict[str, Any] | None = None    # the last Update's OCI LinuxResources
     execs: dict[str, Proc] = field(default_factory=dict)
 
     def process(self, method: str, exec_id: str) -> Proc:
