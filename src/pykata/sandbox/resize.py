@@ -64,11 +64,14 @@ class Resizer:
             # QEMU's state may have changed even when a step failed: start over from it.
             self.size = ResizeTarget(plan.vcpus, plan.memory_mib, reasons)
         mem_before, total_before = self.seen
+        shrink = plan.memory_mib < mem_before
+        # MemTotal drifts by a few MiB on its own (CPU hotplug moves per-CPU memory):
+        # growth waits for the change less that slack; an unchanged size waits for none.
         want = total_before + (plan.memory_mib - mem_before) * MIB
-        got = await agent.online_cpu_mem(plan.vcpus, want, GUEST_WAIT)
+        ask = 0 if plan.memory_mib == mem_before else want if shrink else want - SHRINK_SLACK
+        got = await agent.online_cpu_mem(plan.vcpus, ask, GUEST_WAIT)
         self.seen = (plan.memory_mib, got.mem_total_bytes)
-        short = _shortfall(plan.vcpus, want, want < total_before, got.online_cpus,
-                           got.mem_total_bytes)
+        short = _shortfall(plan.vcpus, ask, shrink, got.online_cpus, got.mem_total_bytes)
         if short:
             raise HotplugError(f"resize to {plan.vcpus} vCPUs, {plan.memory_mib} MiB: after "
                                f"{GUEST_WAIT:g} s the guest sees {short}")
@@ -81,6 +84,6 @@ def _shortfall(cpus: int, mem: int, shrink: bool, got_cpus: int, got_mem: int) -
     problems = []
     if got_cpus != cpus:
         problems.append(f"{got_cpus} CPUs online, not {cpus}")
-    if (got_mem > mem + SHRINK_SLACK) if shrink else (got_mem < mem):
+    if mem and ((got_mem > mem + SHRINK_SLACK) if shrink else (got_mem < mem)):
         problems.append(f"MemTotal {got_mem // MIB} MiB, wanted {mem // MIB} MiB")
     return "; ".join(problems)

@@ -234,7 +234,12 @@ class Sandbox:
         already at the target, is left alone. Returns the size reached."""
         require("resize", self.state, SandboxState.RUNNING)
         assert self.vm is not None
-        return await self._resizer.resize(self.vm.qmp, self.agent, containers)
+        try:
+            return await self._resizer.resize(self.vm.qmp, self.agent, containers)
+        except VmmError as exc:
+            if not await self._vm_exited():
+                raise
+            raise VmmError(f"{exc}: QEMU exited\n{self.vm.failure_detail()}") from exc
 
     async def stop(self) -> None:
         """Tear everything down. Safe to call in any state, more than once."""
