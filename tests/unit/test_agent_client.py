@@ -163,3 +163,28 @@ def test_console_tail_strips_terminal_control(tmp_path: Path) -> None:
     log = tmp_path / "console.log"
     log.write_bytes(b"boot ok\n\x1b]0;pwned\x07\x1b[2Jdone\tx")
     assert log_tail(str(log)) == "boot ok\n?]0;pwned??[2Jdone\tx"
+
+
+@pytest.mark.parametrize(("cpus", "mem"), [(0, 1 << 30), (9000, 1 << 30), (2, 0)],
+                         ids=["no CPU", "too many CPUs", "no memory"])
+def test_online_cpu_mem_reply_is_checked(cpus: int, mem: int) -> None:
+    reply = pb.OnlineCPUMemResponse(online_cpus=cpus, mem_total_bytes=mem).SerializeToString()
+
+    async def body(agent: AgentClient) -> None:
+        with pytest.raises(ProtocolError, match="OnlineCPUMem"):
+            await agent.online_cpu_mem(2, 1 << 30, 0.1)
+    _run({"OnlineCPUMem": _reply(reply)}, body)
+
+
+def test_online_cpu_mem_sends_the_wait() -> None:
+    seen: list[pb.OnlineCPUMemRequest] = []
+
+    async def handler(data: bytes) -> bytes:
+        seen.append(pb.OnlineCPUMemRequest.FromString(data))
+        return pb.OnlineCPUMemResponse(online_cpus=2, mem_total_bytes=5).SerializeToString()
+
+    async def body(agent: AgentClient) -> None:
+        resp = await agent.online_cpu_mem(2, 768 << 20, 1.5)
+        assert (resp.online_cpus, resp.mem_total_bytes) == (2, 5)
+    _run({"OnlineCPUMem": handler}, body)
+    assert (seen[0].cpus, seen[0].mem_bytes, seen[0].timeout_ms) == (2, 768 << 20, 1500)

@@ -17,6 +17,7 @@ import pykata
 from pykata.agent.console import MARKS
 from pykata.agent.containers import Containers
 from pykata.agent.guest import read_guest_details
+from pykata.agent.hotplug import online_cpu_mem
 from pykata.agent.registry import BadValue, DuplicateId, UnknownId
 from pykata.agent.runtime import RuntimeFailed
 from pykata.agent.sandbox import Sandbox
@@ -169,6 +170,10 @@ class AgentHandlers:
             agent_details=pb.AgentDetails(version=pykata.__version__,
                                           init_daemon=os.getpid() == 1,
                                           storage_handlers=["virtiofs"]))
+
+    async def OnlineCPUMem(self, r: pb.OnlineCPUMemRequest) -> pb.OnlineCPUMemResponse:
+        cpus, mem = await online_cpu_mem(r.cpus, r.mem_bytes, r.timeout_ms)
+        return pb.OnlineCPUMemResponse(online_cpus=cpus, mem_total_bytes=mem)
 
 
 async def _check(r: pb.CheckRequest) -> pb.HealthCheckResponse:

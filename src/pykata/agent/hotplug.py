@@ -5,18 +5,34 @@ auto_online_blocks says otherwise; with no udev in the guest, the agent does ude
 At boot it sets auto_online_blocks to "online" (the kernel then onlines new memory
 itself); a kobject-uevent netlink socket reports each added CPU or memory block, which
 is onlined through sysfs. `plan_online` decides from the message alone (pure).
+
+OnlineCPUMem (`online_cpu_mem`) is the host's check after it hot-plugs or unplugs: online
+whatever is still offline, then wait, bounded, until the guest sees what the host asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import os
+import re
 import socket
+import time
+from typing import NamedTuple
 
 from pykata.agent.console import log
+from pykata.agent.guest import parse_cpu_list, parse_mem_total
 
 _NETLINK_KOBJECT_UEVENT = 15
 _AUTO_ONLINE = "/sys/devices/system/memory/auto_online_blocks"
+_CPU = re.compile(r"cpu[0-9]+\Z")
+_MEMORY = re.compile(r"memory[0-9]+\Z")
+# A shrink is met within this much of the target: the host's figure is an estimate from
+# the MemTotal it saw last, and the guest rounds what it hands back to whole pages.
+SHRINK_SLACK_BYTES = 4 << 20
+DEFAULT_TIMEOUT_MS = 10_000
+MAX_TIMEOUT_MS = 120_000
+POLL_INTERVAL = 0.02
 
 
 def plan_online(message: bytes, sys_root: str = "/sys") -> tuple[str, str] | None:
@@ -75,3 +91,75 @@ def _on_uevents(sock: socket.socket) -> None:
         plan = plan_online(message)
         if plan is not None:
             apply_online(*plan)
+
+
+class Wanted(NamedTuple):
+    cpus: int           # 0: any
+    mem_bytes: int      # 0: any
+    grow: bool          # memory: wait for MemTotal >= mem_bytes, else <= mem_bytes + slack
+
+
+def plan_wanted(cpus: int, mem_bytes: int, mem_now: int) -> Wanted:
+    """The direction comes from where MemTotal stands when the request arrives."""
+    return Wanted(cpus, mem_bytes, mem_bytes >= mem_now)
+
+
+def wanted_met(want: Wanted, cpus: int, mem_bytes: int) -> bool:
+    if want.cpus and cpus != want.cpus:
+        return False
+    if not want.mem_bytes:
+        return True
+    if want.grow:
+        return mem_bytes >= want.mem_bytes
+    return mem_bytes <= want.mem_bytes + SHRINK_SLACK_BYTES
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def find_offline(sys_root: str = "/sys") -> list[tuple[str, str]]:
+    """(sysfs file, value) for each present CPU and memory block that is offline."""
+    found = []
+    for kind, pattern, offline, online in (("cpu", _CPU, "0", "1"),
+                                           ("memory", _MEMORY, "offline", "online")):
+        base = f"{sys_root}/devices/system/{kind}"
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        for name in names:
+            path = f"{base}/{name}/{'online' if kind == 'cpu' else 'state'}"
+            if pattern.match(name) and _read(path) == offline:
+                found.append((path, online))
+    return found
+
+
+def observe(proc: str = "/proc", sys_root: str = "/sys") -> tuple[int, int]:
+    """(online CPUs, MemTotal bytes) as the guest kernel sees them now."""
+    cpus = _read(f"{sys_root}/devices/system/cpu/online")
+    meminfo = _read(f"{proc}/meminfo")
+    return (parse_cpu_list(cpus) if cpus else 0,
+            parse_mem_total(meminfo) if meminfo else 0)
+
+
+async def online_cpu_mem(cpus: int, mem_bytes: int, timeout_ms: int, proc: str = "/proc",
+                         sys_root: str = "/sys") -> tuple[int, int]:
+    """Online what is offline until the guest sees `cpus` CPUs and `mem_bytes` of MemTotal,
+    or the timeout passes; returns what it sees then. A CPU being unplugged is offlined by
+    the kernel's ACPI eject, not here: only the CPU count is waited for."""
+    timeout = min(timeout_ms or DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS) / 1000
+    deadline = time.monotonic() + timeout
+    seen = observe(proc, sys_root)
+    want = plan_wanted(cpus, mem_bytes, seen[1])
+    while True:
+        for path, value in find_offline(sys_root):
+            apply_online(path, value)
+        seen = observe(proc, sys_root)
+        if wanted_met(want, *seen) or time.monotonic() >= deadline:
+            return seen
+        await asyncio.sleep(POLL_INTERVAL)

@@ -21,6 +21,8 @@ READ_CHUNK = 1 << 20
 DEFAULT_CALL_TIMEOUT = 30.0
 # Linux's PID_MAX_LIMIT: a pid above it is not a pid.
 MAX_PID = 1 << 22
+# x86's NR_CPUS ceiling (CONFIG_MAXSMP): a guest reporting more CPUs is lying.
+MAX_GUEST_CPUS = 8192
 
 M = TypeVar("M", bound=Message)
 
@@ -152,3 +154,18 @@ class AgentClient:
     async def guest_details(self) -> pb.GuestDetailsResponse:
         req = pb.GuestDetailsRequest(mem_block_size=True, mem_hotplug_probe=True)
         return await self._unary("GetGuestDetails", req, pb.GuestDetailsResponse)
+
+    async def online_cpu_mem(self, cpus: int, mem_bytes: int,
+                             timeout: float) -> pb.OnlineCPUMemResponse:
+        """Has the guest online what was hot-plugged and wait, at most `timeout` s, until it
+        sees `cpus` CPUs and a MemTotal of `mem_bytes` (see agent.proto); returns what it
+        sees then, met or not."""
+        req = pb.OnlineCPUMemRequest(cpus=cpus, mem_bytes=mem_bytes,
+                                     timeout_ms=max(1, round(timeout * 1000)))
+        resp = await self._unary("OnlineCPUMem", req, pb.OnlineCPUMemResponse,
+                                 timeout + self.call_timeout)
+        if not 0 < resp.online_cpus <= MAX_GUEST_CPUS:
+            raise ProtocolError(f"agent OnlineCPUMem: {resp.online_cpus} online CPUs")
+        if resp.mem_total_bytes == 0:
+            raise ProtocolError("agent OnlineCPUMem: MemTotal 0")
+        return resp

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pykata.domain import ids
@@ -22,12 +23,13 @@ from pykata.domain.host import HostFacts
 from pykata.domain.spec import Spec
 from pykata.host import mounts
 from pykata.plan.guest_spec import plan_guest_spec
-from pykata.plan.sizing import Limits
+from pykata.plan.sizing import Limits, ResizeTarget
 from pykata.plan.vm import GUEST_SHARED_DIR, NO_LIMITS, SHARED_TAG, VmPlan, plan_vm
 from pykata.protocol.pb import agent_pb2 as pb
 from pykata.protocol.ttrpc_aio import TtrpcClient
 from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.leftovers import record_pids
+from pykata.sandbox.resize import Resizer
 from pykata.sandbox.state import SandboxState, check_transition, require
 from pykata.vmm import vm as vmm
 
@@ -63,6 +65,8 @@ class Sandbox:
         self.state = SandboxState.CREATED
         self.containers: dict[str, Container] = {}
         self.vm: vmm.Vm | None = None
+        sizing = self.plan.sizing
+        self._resizer = Resizer(sizing, ResizeTarget(sizing.vcpus, sizing.memory_mib))
         self._agent: AgentClient | None = None
         self._stack = contextlib.AsyncExitStack()
 
@@ -218,6 +222,24 @@ class Sandbox:
     def _unshare_all(self) -> None:
         for container in list(self.containers.values()):
             self._unshare(container)
+
+    @property
+    def size(self) -> ResizeTarget:
+        """The VM's size now: the boot size, then what the last resize reached."""
+        return self._resizer.size
+
+    async def resize(self, containers: Sequence[Limits]) -> ResizeTarget:
+        """Size the VM for `containers` (the running ones' limits): default + their sum,
+        hot-plugged and seen by the guest. Serialised per sandbox; a static VM, or one
+        already at the target, is left alone. Returns the size reached."""
+        require("resize", self.state, SandboxState.RUNNING)
+        assert self.vm is not None
+        try:
+            return await self._resizer.resize(self.vm.qmp, self.agent, containers)
+        except VmmError as exc:
+            if not await self._vm_exited():
+                raise
+            raise VmmError(f"{exc}: QEMU exited\n{self.vm.failure_detail()}") from exc
 
     async def stop(self) -> None:
         """Tear everything down. Safe to call in any state, more than once."""
