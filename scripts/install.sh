@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# qemu-system-arm/-misc/-ppc: tests/e2e/test_other_arch.py boots pykata's aarch64, s390x and
+# ppc64le argv under TCG (it skips without them).
 APT_PACKAGES=(qemu-system-x86 qemu-system-common busybox-static crun runc zstd protobuf-compiler
-              iproute2 util-linux containerd)
+              iproute2 util-linux containerd qemu-system-arm qemu-system-misc qemu-system-ppc)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
