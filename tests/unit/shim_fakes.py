@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Coroutine
+import math
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ from google.protobuf.message import Message
 
 from pykata.domain.errors import ProtocolError, PykataError, RpcError, StateError
 from pykata.domain.spec import Spec, default_spec
+from pykata.plan.sizing import Limits, ResizeTarget
 from pykata.protocol.pb import shim_pb2 as pb
 from pykata.sandbox.sandbox import Sandbox
 from pykata.sandbox.state import SandboxState
@@ -178,6 +180,7 @@ class FakeSandbox:
         self.stops = 0
         self._vm_exit = asyncio.Event()
         self._vm_status = 0
+        self.resizes: list[list[Limits]] = []
 
     @property
     def agent(self) -> FakeAgent:
@@ -202,6 +205,13 @@ class FakeSandbox:
                 await self._agent.remove_container(cid)
         finally:
             del self.containers[cid]
+
+    async def resize(self, containers: Sequence[Limits]) -> ResizeTarget:
+        if self.state is not SandboxState.RUNNING:
+            raise StateError("resize", self.state.value, "running")
+        self.resizes.append(list(containers))
+        total = sum(containers, Limits())
+        return ResizeTarget(1 + math.ceil(total.vcpus), 256 + total.memory_mib, ())
 
     async def wait_vm(self) -> int:
         await self._vm_exit.wait()
@@ -266,19 +276,23 @@ class Shim:
     def sandbox(self) -> FakeSandbox:
         return self.sandboxes[-1]
 
-    def bundle(self, task_id: str, annotations: dict[str, str] | None = None) -> str:
+    def bundle(self, task_id: str, annotations: dict[str, str] | None = None,
+               resources: dict[str, Any] | None = None) -> str:
         path = self.root / task_id
         path.mkdir(exist_ok=True)
         doc = default_spec(["sh"])
         if annotations:
             doc["annotations"] = annotations
+        if resources:
+            doc["linux"]["resources"] = resources
         (path / "config.json").write_text(json.dumps(doc))
         return str(path)
 
     async def create(self, task_id: str, annotations: dict[str, str] | None = None,
+                     resources: dict[str, Any] | None = None,
                      **stdio: Any) -> pb.CreateTaskResponse:
         return await self.service.Create(pb.CreateTaskRequest(
-            id=task_id, bundle=self.bundle(task_id, annotations), **stdio))
+            id=task_id, bundle=self.bundle(task_id, annotations, resources), **stdio))
 
     async def start(self, task_id: str, exec_id: str = "") -> pb.StartResponse:
         return await self.service.Start(pb.StartRequest(id=task_id, exec_id=exec_id))

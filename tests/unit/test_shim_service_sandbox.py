@@ -49,6 +49,28 @@ def test_pod_containers_share_the_sandbox(tmp_path: Path) -> None:
     scenario(tmp_path, body)
 
 
+def test_a_pod_is_resized_as_containers_come_change_and_go(tmp_path: Path) -> None:
+    two_cpus = {"cpu": {"quota": 200000, "period": 100000},
+                "memory": {"limit": 512 << 20}, "devices": []}
+    async def body(shim: Shim) -> None:
+        await shim.create("pod1", {**POD, "io.kubernetes.cri.sandbox-cpu-quota": "100000"},
+                          resources={"cpu": {"shares": 2}})
+        assert shim.sandbox.resizes == [], "the sandbox container sized the VM at boot"
+        await shim.create("c1", _in("pod1"), resources=two_cpus)
+        [[pause, c1]] = shim.sandbox.resizes
+        assert (pause.vcpus, pause.memory_mib) == (0, 0)
+        assert (c1.vcpus, c1.memory_mib) == (2, 512)
+        update = pb.UpdateTaskRequest(id="c1")
+        update.resources.value = b'{"cpu": {"quota": 100000, "period": 100000}}'
+        await shim.service.Update(update)
+        assert [(x.vcpus, x.memory_mib) for x in shim.sandbox.resizes[-1]] == [(0, 0), (1, 0)]
+        await shim.service.Update(update)
+        assert len(shim.sandbox.resizes) == 2, "the same limits again: no resize"
+        await shim.delete("c1")
+        assert [(x.vcpus, x.memory_mib) for x in shim.sandbox.resizes[-1]] == [(0, 0)]
+    scenario(tmp_path, body)
+
+
 @pytest.mark.parametrize(
     ("type_url", "config_path", "want"),
     [

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pykata.domain.errors import INVALID_ARGUMENT, PykataError, RpcError
 from pykata.domain.spec import Spec, parse_spec
 from pykata.host import mounts
+from pykata.plan.sizing import Limits, limits_from_spec
 from pykata.protocol.pb import shim_pb2 as pb
 from pykata.sandbox.sandbox import Sandbox
 from pykata.shim.args import PodRole
@@ -55,6 +56,25 @@ def read_spec(bundle: str) -> Spec:
     except (OSError, ValueError) as exc:
         raise RpcError("Create", INVALID_ARGUMENT, f"{path}: {exc}") from None
 
+
+
+def task_limits(spec: Spec, role: PodRole) -> Limits:
+    """What a task adds to its VM's size. A pod's sandbox container adds nothing: the pod's
+    annotations sized the VM at boot, and its pause process has no limits to speak of."""
+    if role.is_pod and role.is_sandbox:
+        return Limits()
+    try:
+        return limits_from_spec(spec.doc, "config.json")
+    except PykataError as exc:
+        raise RpcError("Create", INVALID_ARGUMENT, str(exc)) from None
+
+
+def resource_limits(resources: Mapping[str, Any]) -> Limits:
+    """The limits an Update's OCI LinuxResources set."""
+    try:
+        return limits_from_spec({"linux": {"resources": resources}}, "Update resources")
+    except PykataError as exc:
+        raise RpcError("Update", INVALID_ARGUMENT, str(exc)) from None
 
 
 def mount_rootfs(task: Task, r: pb.CreateTaskRequest, spec: Spec) -> str:

@@ -40,7 +40,9 @@ from pykata.shim.bundle import (
     config_path_from,
     mount_rootfs,
     read_spec,
+    resource_limits,
     runtime_options,
+    task_limits,
     unmount_rootfs,
 )
 from pykata.shim.events import Publisher
@@ -99,11 +101,14 @@ class TaskService:
             role = pod_role(r.id, annotations)
             options = runtime_options(r.options.type_url, r.options.value)
             task = Task(r.id, r.bundle,
-                        Proc(r.id, "", Stdio(r.stdin, r.stdout, r.stderr, r.terminal)))
+                        Proc(r.id, "", Stdio(r.stdin, r.stdout, r.stderr, r.terminal)),
+                        limits=task_limits(spec, role))
             rootfs = mount_rootfs(task, r, spec)
             created = False
             try:
                 sandbox = await self._sandbox_for(r.id, spec, role, options)
+                if not role.is_sandbox:  # a pod grows before its new container starts
+                    await self._resize(sandbox, [*self.tasks.all(), task])
                 warnings = await sandbox.create_container(r.id, spec, rootfs)
                 created = True
                 await self._relay(task.init)
@@ -112,6 +117,7 @@ class TaskService:
                     await self._remove_quietly(r.id)
                 unmount_rootfs(task)
                 await self._stop_if_idle()
+                await self._resize_quietly()
                 raise
             for warning in warnings:
                 log.warning("task %s: %s", r.id, warning)
@@ -123,6 +129,22 @@ class TaskService:
             io=ev.TaskIO(stdin=r.stdin, stdout=r.stdout, stderr=r.stderr,
                          terminal=r.terminal)))
         return pb.CreateTaskResponse(pid=self.vm_pid)
+
+    async def _resize(self, sandbox: Sandbox, tasks: list[Task]) -> None:
+        target = await sandbox.resize([t.limits for t in tasks])
+        log.info("sandbox %s: %d vCPUs, %d MiB for %d tasks", sandbox.id, target.vcpus,
+                 target.memory_mib, len(tasks))
+
+    async def _resize_quietly(self) -> None:
+        """After a container left: shrink where the VM can. A failure is logged; the
+        container is gone either way."""
+        sandbox = self.sandbox
+        if sandbox is None or sandbox.state is not SandboxState.RUNNING:
+            return
+        try:
+            await self._resize(sandbox, self.tasks.all())
+        except PykataError as exc:
+            log.warning("sandbox %s: resize after a container left: %s", sandbox.id, exc)
 
     async def _remove_quietly(self, task_id: str) -> None:
         assert self.sandbox is not None
@@ -255,6 +277,7 @@ class TaskService:
             if p.record_exit(128 + signal.SIGKILL):
                 self._exited(p)
         self.tasks.remove(r.id)
+        await self._resize_quietly()
         event = ev.TaskDelete(container_id=r.id, pid=self.vm_pid,
                               exit_status=proc.exit_status, id=r.id)
         event.exited_at.FromNanoseconds(int(proc.exited_at * 1e9))
@@ -361,8 +384,12 @@ class TaskService:
             raise RpcError("Update", INVALID_ARGUMENT, f"resources: not JSON: {exc}") from None
         if not isinstance(resources, dict):
             raise RpcError("Update", INVALID_ARGUMENT, "resources: not a JSON object")
+        limits = resource_limits(resources)
+        if self.sandbox is not None and limits != task.limits:
+            task.limits = limits  # grow before the container may use more
+            await self._resize(self.sandbox, self.tasks.all())
         await self._agent("Update").update_container(r.id, json.dumps(resources).encode())
-        task.resources = resources  # what resizing the VM will go by (hotplug)
+        task.resources = resources
         return empty_pb2.Empty()
 
     async def Stats(self, r: pb.StatsRequest) -> pb.StatsResponse:

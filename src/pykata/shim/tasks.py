@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pykata.domain.errors import ALREADY_EXISTS, FAILED_PRECONDITION, NOT_FOUND, RpcError
+from pykata.plan.sizing import Limits
 from pykata.protocol.pb import shim_pb2 as pb
 
 CREATED, RUNNING, STOPPED, PAUSED = pb.CREATED, pb.RUNNING, pb.STOPPED, pb.PAUSED
@@ -69,6 +70,7 @@ class Task:
     init: Proc
     rootfs_mounts: list[str] = field(default_factory=list)
     resources: dict[str, Any] | None = None    # the last Update's OCI LinuxResources
+    limits: Limits = field(default_factory=Limits)  # what the task adds to its VM's size
     execs: dict[str, Proc] = field(default_factory=dict)
 
     def process(self, method: str, exec_id: str) -> Proc:
