@@ -449,6 +449,30 @@ def test_pod_shares_one_vm_and_a_mount(env: ShimEnv) -> None:
         assert wait_gone(shim, SETTLE_TIMEOUT), "the shim outlived its last task"
 
 
+def _mem_total_kib(env: ShimEnv, task_id: str, exec_id: str) -> int:
+    r = env.ctr("task", "exec", "--exec-id", exec_id, task_id, "grep", "MemTotal",
+                "/proc/meminfo")
+    return int(r.stdout.split()[1])
+
+
+def test_pod_memory_grows_for_a_container_with_a_limit(env: ShimEnv) -> None:
+    pod = {"io.kubernetes.cri.sandbox-id": "mem1"}
+    sandbox = env.spec_file("mem1", ["sleep", "1000"], env.rootfs("mem1"),
+                            {**pod, "io.kubernetes.cri.container-type": "sandbox"})
+    member = env.spec_file("m1", ["sleep", "1000"], env.rootfs("m1"),
+                           {**pod, "io.kubernetes.cri.container-type": "container"})
+    doc = json.loads(member.read_text())
+    doc["linux"].setdefault("resources", {})["memory"] = {"limit": 512 << 20}
+    member.write_text(json.dumps(doc))
+    with removed_after(env, "m1", "mem1"):
+        env.run("-d", "--config", str(sandbox), "mem1")
+        before = _mem_total_kib(env, "mem1", "before")
+        env.run("-d", "--config", str(member), "m1")  # the VM grows before m1 starts
+        after = _mem_total_kib(env, "mem1", "after")
+        assert after - before >= 480 << 10, (before, after)
+        assert _mem_total_kib(env, "m1", "inside") == after
+
+
 def test_vm_killed_midrun(env: ShimEnv) -> None:
     with removed_after(env, "vm1"):
         env.run("-d", IMAGE_REF, "vm1", "sleep", "1000")
