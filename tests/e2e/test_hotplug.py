@@ -82,21 +82,25 @@ async def _grow_then_empty(sandbox: Sandbox) -> tuple[tuple[int, int], ...]:
 def test_pc_dimm_grows_and_cpus_come_and_go(pykata: Pykata, tmp_path: Path) -> None:
     sandbox = _sandbox(_config(pykata, tmp_path))
     assert sandbox.plan.sizing.memory_hotplug == "pc-dimm"
+    # Under TCG (this project's machine) vCPUs only grow: QEMU 7.2 crashes on a hotplug
+    # after a TCG vCPU unplug.
+    left = 1 if sandbox.plan.sizing.cpu_unplug else 2
     boot, grown, emptied, size = asyncio.run(_grow_then_empty(sandbox))
     assert boot[0] == 1 and grown[0] == 2
     assert grown[1] - boot[1] >= 480 * MiB
-    # pc-dimm memory stays; the hot-added CPU leaves.
-    assert size == (1, 768)
-    assert emptied[0] == 1 and emptied[1] == grown[1]
+    # pc-dimm memory stays; the hot-added CPU leaves where QEMU can unplug it.
+    assert size == (left, 768)
+    assert emptied[0] == left and emptied[1] == grown[1]
 
 
 def test_virtio_mem_grows_and_shrinks(pykata: Pykata, tmp_path: Path) -> None:
     sandbox = _sandbox(_config(pykata, tmp_path, "enable_virtio_mem = true\n"))
     assert sandbox.plan.sizing.memory_hotplug == "virtio-mem"
+    left = 1 if sandbox.plan.sizing.cpu_unplug else 2
     boot, grown, emptied, size = asyncio.run(_grow_then_empty(sandbox))
     assert grown[0] == 2 and grown[1] - boot[1] >= 480 * MiB
-    assert size == (1, 256)
-    assert emptied[0] == 1 and abs(emptied[1] - boot[1]) <= 4 * MiB
+    assert size == (left, 256)
+    assert emptied[0] == left and abs(emptied[1] - boot[1]) <= 4 * MiB
 
 
 def test_static_boots_full_size_and_never_hotplugs(pykata: Pykata, tmp_path: Path) -> None:

@@ -106,6 +106,10 @@ CASES = [
          (1, 256)),
     Case("static: nothing, ever", replace(SIZING, static=True), state(), (4, 2048), [],
          (1, 256)),
+    Case("TCG: vCPUs grow", replace(SIZING, cpu_unplug=False), state(), (2, 256),
+         [add_cpu(0, 1)], (2, 256)),
+    Case("TCG: vCPUs never unplugged", replace(SIZING, cpu_unplug=False), state(PLUGGED),
+         (1, 256), [], (3, 256)),
 ]
 
 

@@ -204,6 +204,13 @@ def test_not_resizable_keeps_the_formula() -> None:
     assert (static_run.vcpus, static_run.memory_mib) == (static.vcpus, static.memory_mib)
 
 
+@pytest.mark.parametrize(("accel", "unplug"), [("kvm", True), ("tcg", False)])
+def test_vcpus_grow_only_under_tcg(accel: str, unplug: bool) -> None:
+    p = plan_sizing(_cfg(), _facts(), frozenset({"pc-dimm"}), Limits(), accel=accel)
+    assert p.cpu_hotplug and p.cpu_unplug is unplug
+    assert any("vcpus grow only" in r for r in p.reasons) is not unplug
+
+
 def test_virtio_mem_missing_falls_back_to_pc_dimm_with_reason() -> None:
     p = plan_sizing(_cfg(enable_virtio_mem=True), _facts(), frozenset({"pc-dimm"}), Limits())
     assert p.memory_hotplug == "pc-dimm"

@@ -91,7 +91,7 @@ def plan_hotplug(sizing: SizingPlan, state: HotplugState, target: ResizeTarget) 
         raise HotplugError(f"guest memory block size {state.block_mib} MiB: must be more "
                            "than 0")
     reasons: list[str] = []
-    cpu_steps, vcpus = plan_cpus(state, target.vcpus, reasons)
+    cpu_steps, vcpus = plan_cpus(state, target.vcpus, reasons, sizing.cpu_unplug)
     if sizing.memory_hotplug == "virtio-mem":
         mem_steps, memory = plan_virtio_mem(sizing, state, target.memory_mib, reasons)
     elif sizing.memory_hotplug == "pc-dimm":
@@ -103,10 +103,14 @@ def plan_hotplug(sizing: SizingPlan, state: HotplugState, target: ResizeTarget) 
     return HotplugPlan(tuple(cpu_steps + mem_steps), vcpus, memory, tuple(reasons))
 
 
-def plan_cpus(state: HotplugState, want: int, reasons: list[str]) -> tuple[list[QmpStep], int]:
+def plan_cpus(state: HotplugState, want: int, reasons: list[str],
+              unplug: bool = True) -> tuple[list[QmpStep], int]:
     have = state.vcpus
     ours = sorted((s.device_id for s in state.cpu_slots if s.device_id),
                   key=lambda d: int(d[4:]))
+    if want < have and not unplug:
+        reasons.append(f"vcpus stay {have}: no vCPU unplug under TCG")
+        return [], have
     if want < have:
         removable = min(have - want, len(ours))
         if removable < have - want:

@@ -64,6 +64,7 @@ class SizingPlan:
     default_vcpus: float         # the base that plan_resize adds container limits to
     default_memory_mib: int
     warnings: tuple[str, ...] = ()
+    cpu_unplug: bool = True      # false under TCG: vCPUs only grow (see plan_sizing)
     reasons: tuple[str, ...] = ()
 
 
@@ -223,7 +224,8 @@ def plan_memory_hotplug(cfg: Config, devices: frozenset[str], bus: str,
 
 
 def plan_sizing(cfg: Config, facts: HostFacts, devices: frozenset[str], workload: Limits,
-                bus: str = "pci", dimm_ok: bool = True, resizable: bool = True) -> SizingPlan:
+                bus: str = "pci", dimm_ok: bool = True, resizable: bool = True,
+                accel: str = "kvm") -> SizingPlan:
     """Boot size and headroom. `workload` is what is known at boot: the sandbox annotations'
     limits, or the single container's. `devices` are the QEMU binary's device names.
     `resizable` is false when containers never come and go (`pykata run`): hotplug
@@ -260,9 +262,16 @@ def plan_sizing(cfg: Config, facts: HostFacts, devices: frozenset[str], workload
         else:
             mechanism = "none"
             reasons.append(f"memory hotplug none: no room above {memory} MiB")
+    # QEMU 7.2 under TCG keeps a vCPU's address spaces and TCG context after device_del;
+    # the next hotplug then corrupts its heap (measured: every time, on the second add).
+    cpu_unplug = accel != "tcg"
+    if max_vcpus > vcpus and not cpu_unplug:
+        reasons.append("vcpus grow only: under TCG, QEMU crashes on a hotplug after a vCPU "
+                       "unplug")
     return SizingPlan(
         vcpus=vcpus, max_vcpus=max_vcpus, memory_mib=memory, max_memory_mib=max_memory,
         static=static, memory_hotplug=mechanism, cpu_hotplug=max_vcpus > vcpus,
+        cpu_unplug=cpu_unplug,
         memory_slots=hv.memory_slots if mechanism != "none" else 0,
         default_vcpus=hv.default_vcpus, default_memory_mib=hv.default_memory,
         warnings=tuple(warnings), reasons=tuple(reasons))

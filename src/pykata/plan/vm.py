@@ -100,7 +100,7 @@ def plan_vm(
     arch = plan_arch(hv.path, facts.arch)
     machine, machine_reason = plan_machine(hv.machine_type, arch)
     sizing = plan_sizing(cfg, facts, devices, workload, bus=arch.bus, dimm_ok=arch.pc_dimm,
-                         resizable=resizable)
+                         resizable=resizable, accel=accel)
     image = cfg.image.dir.rstrip("/") + "/image"
     return VmPlan(
         sandbox_id=sandbox_id,
