@@ -35,6 +35,14 @@ class ProtocolError(PykataError):
     """A peer broke the wire protocol (bad frame, bad message)."""
 
 
+class NumaError(PykataError):
+    """A NUMA placement cannot be made as configured; names the value that stops it."""
+
+    def __init__(self, subject: str, value: object, why: str) -> None:
+        self.subject, self.value, self.why = subject, value, why
+        super().__init__(f"{subject} {value!r}: {why}")
+
+
 class RpcError(PykataError):
     """A remote call answered with a non-OK status."""
 
