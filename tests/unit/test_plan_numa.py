@@ -12,7 +12,8 @@ from pykata.domain.cpuset import CpuSet
 from pykata.domain.errors import NumaError
 from pykata.domain.topology import HostNode, HostTopology
 from pykata.host.topology import read_topology
-from pykata.plan.numa import NumaPlan, plan_numa
+from pykata.plan.numa import NumaPlan, numa_options, plan_numa
+from pykata.plan.qemu import build_argv, format_argv
 
 HOSTS = Path(__file__).resolve().parent.parent / "fixtures" / "hosts"
 ALL_HOSTS = sorted(p.name for p in HOSTS.iterdir())
@@ -309,3 +310,30 @@ def test_to_json_has_the_issue_shape() -> None:
                    "memory_mib": 4096}],
         "devices": [{"bdf": GPU_NODE1, "host_node": 1, "guest_node": 0, "bus": "rp-numa0-0"}],
     }
+
+
+# name -> (host, vcpus, max_vcpus, MiB, mapping, golden argv after the binary)
+ARGV: dict[str, tuple[Any, ...]] = {
+    "gpu-node1": ("two-socket-8gpu", 4, 4, 4096, ("1",),
+                  "-object memory-backend-memfd,id=numa-mem0,size=4096M,share=on,host-nodes=1,"
+                  "policy=bind -numa node,nodeid=0,memdev=numa-mem0,cpus=0-3"),
+    "two-nodes": ("two-socket-8gpu", 2, 4, 2049, ("0", "1"),
+                  "-object memory-backend-memfd,id=numa-mem0,size=1025M,share=on,host-nodes=0,"
+                  "policy=bind -numa node,nodeid=0,memdev=numa-mem0,cpus=0,cpus=2 "
+                  "-object memory-backend-memfd,id=numa-mem1,size=1024M,share=on,host-nodes=1,"
+                  "policy=bind -numa node,nodeid=1,memdev=numa-mem1,cpus=1,cpus=3 "
+                  "-numa dist,src=0,dst=1,val=21 -numa dist,src=1,dst=0,val=21"),
+    "node-pairs": ("nps4-4node", 1, 2, 1024, ("0-1", "1,3"),
+                   "-object memory-backend-memfd,id=numa-mem0,size=512M,share=on,"
+                   "host-nodes=0-1,policy=bind -numa node,nodeid=0,memdev=numa-mem0,cpus=0 "
+                   "-object memory-backend-memfd,id=numa-mem1,size=512M,share=on,host-nodes=1,"
+                   "host-nodes=3,policy=bind -numa node,nodeid=1,memdev=numa-mem1,cpus=1 "
+                   "-numa dist,src=0,dst=1,val=12 -numa dist,src=1,dst=0,val=12"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ARGV))
+def test_numa_argv_golden(case: str) -> None:
+    host, vcpus, max_vcpus, mib, mapping, golden = ARGV[case]
+    plan = _plan(host, vcpus, max_vcpus, mib, mapping=mapping)
+    assert format_argv(build_argv("qemu", numa_options(plan))) == f"qemu {golden}"

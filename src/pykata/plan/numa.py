@@ -23,6 +23,7 @@ from typing import Any
 from pykata.domain.cpuset import CpuSet, CpuSetError
 from pykata.domain.errors import NumaError
 from pykata.domain.topology import UNKNOWN_NODE, HostTopology
+from pykata.plan import qemu
 
 LOCAL_DISTANCE = 10
 # Linux drops a guest SLIT whose remote distance is not above the local one (slit_valid), so
@@ -276,3 +277,16 @@ def _cpus(nodes: CpuSet, topology: HostTopology) -> CpuSet:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def numa_options(plan: NumaPlan) -> list[qemu.QemuOption]:
+    """Per guest node a bound memory backend and a -numa node; the distances between them."""
+    options: list[qemu.QemuOption] = []
+    for n in plan.nodes:
+        mem = f"numa-mem{n.guest_node}"
+        options += [qemu.NumaMemory(mem, n.memory_mib, tuple(n.host_nodes)),
+                    qemu.NumaNode(n.guest_node, mem, n.vcpus)]
+    if len(plan.nodes) > 1:
+        options += [qemu.NumaDistance(i, j, d) for i, row in enumerate(plan.distances)
+                    for j, d in enumerate(row) if i != j]
+    return options

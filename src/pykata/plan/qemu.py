@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from pykata.domain.cpuset import CpuSet
+
 
 class QemuOption(Protocol):
     def args(self) -> list[str]: ...
@@ -109,6 +111,47 @@ class MemfdBackend:
 
     def args(self) -> list[str]:
         return ["-object", f"memory-backend-memfd,id={self.id},size={self.size_mib}M,share=on"]
+
+
+def _repeat(key: str, ids: Iterable[int]) -> str:
+    """QEMU takes a non-contiguous id list as the key repeated: "cpus=0-1,cpus=4"."""
+    return ",".join(f"{key}={span}" for span in str(CpuSet(ids)).split(",") if span)
+
+
+@dataclass(frozen=True)
+class NumaMemory:
+    """One guest node's RAM, bound to its host nodes. memfd with share=on: virtiofsd
+    (vhost-user) must map all guest RAM."""
+
+    id: str
+    size_mib: int
+    host_nodes: tuple[int, ...]
+
+    def args(self) -> list[str]:
+        return ["-object", f"memory-backend-memfd,id={self.id},size={self.size_mib}M,share=on,"
+                f"{_repeat('host-nodes', self.host_nodes)},policy=bind"]
+
+
+@dataclass(frozen=True)
+class NumaNode:
+    node_id: int
+    memdev: str
+    cpus: tuple[int, ...]   # vCPU indices, boot and hotpluggable
+
+    def args(self) -> list[str]:
+        cpus = _repeat("cpus", self.cpus)
+        return ["-numa", f"node,nodeid={self.node_id},memdev={self.memdev}"
+                + (f",{cpus}" if cpus else "")]
+
+
+@dataclass(frozen=True)
+class NumaDistance:
+    src: int
+    dst: int
+    value: int
+
+    def args(self) -> list[str]:
+        return ["-numa", f"dist,src={self.src},dst={self.dst},val={self.value}"]
 
 
 @dataclass(frozen=True)
