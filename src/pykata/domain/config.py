@@ -132,6 +132,8 @@ def _type_problem(type_name: str, value: object) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return "expected a number"
         return None if math.isfinite(value) else "must be a finite number"
+    if type_name == "str" and not isinstance(value, str):
+        return "expected a string"  # an array too: it holds no string to check
     items = value if isinstance(value, list) else [value]
     if type_name == "tuple[str, ...]" and not isinstance(value, list):
         return "expected an array of strings"
