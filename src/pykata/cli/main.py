@@ -68,8 +68,8 @@ def _add_plan_parser(sub: Any) -> None:
     p.add_argument("--config", default=argparse.SUPPRESS, help="configuration file")
     p.add_argument("--annotation", action="append", default=[], metavar="K=V",
                    help="add or override an annotation of the bundle's config.json")
-    p.add_argument("--sysfs-root", help="read the host's CPUs and RAM from this directory "
-                   "laid out like /sys")
+    p.add_argument("--sysfs-root", help="read the host's CPUs, RAM and NUMA "
+                   "topology from this directory laid out like /sys")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--run", action="store_true",
                    help="the VM `pykata run` boots: one container for its whole life, so "

@@ -2,7 +2,8 @@
 
 The plan is the one `pykata run` executes (plan_vm + plan_qemu_argv), from the same
 inputs: the configuration (annotations applied), the bundle's limits or the Pod's, the
-host's CPUs and RAM (or a directory laid out like /sys) and the QEMU binary's devices.
+host's CPUs, RAM and NUMA topology (or a directory laid out like /sys) and the QEMU binary's
+devices.
 The argv shows QMP and agent sockets as fds 3 and 4; the runtime's fds may differ.
 """
 
@@ -21,6 +22,7 @@ from pykata.domain.errors import SpecError
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts, read_sysfs_sizes
 from pykata.host.qemu_caps import qemu_devices
+from pykata.host.topology import read_topology
 from pykata.plan.sizing import Limits, workload_limits
 from pykata.plan.vm import VmPlan, plan_qemu_argv, plan_vm
 
@@ -89,7 +91,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     facts = read_host_facts()
     if args.sysfs_root:
         cpus, mib = read_sysfs_sizes(args.sysfs_root)
-        facts = dataclasses.replace(facts, online_cpus=cpus, mem_total_mib=mib)
+        facts = dataclasses.replace(facts, online_cpus=cpus, mem_total_mib=mib,
+                                    topology=read_topology(args.sysfs_root))
     devices = qemu_devices(cfg.hypervisor.path, cfg.image.dir)
     plan = plan_vm(cfg, facts, "plan", os.path.join(cfg.runtime.state_dir, "plan"),
                    devices=devices, workload=workload, resizable=not args.run)
@@ -108,8 +111,10 @@ def _document(plan: VmPlan, warnings: list[str]) -> dict[str, Any]:
         "static": s.static, "memory_hotplug": s.memory_hotplug, "cpu_hotplug": s.cpu_hotplug,
         "qemu_argv": plan_qemu_argv(plan, QMP_FD, AGENT_FD if plan.transport != "vsock"
                                     else None),
-        "warnings": [*warnings, *s.warnings],
+        "warnings": [*warnings, *s.warnings, *(plan.numa.warnings if plan.numa else ())],
         "reasons": list(plan.reasons),
+        "numa": plan.numa.to_json()["nodes"] if plan.numa else None,
+        "devices": plan.numa.to_json()["devices"] if plan.numa else [],
     }
 
 
@@ -119,6 +124,16 @@ def _overhead(plan: VmPlan, workload: Limits) -> dict[str, str]:
     cpu = max(0.0, plan.sizing.vcpus - workload.vcpus)
     mem = max(0, plan.sizing.memory_mib - workload.memory_mib)
     return {"cpu": f"{math.ceil(cpu * 1000)}m", "memory": f"{mem}Mi"}
+
+
+def _numa_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    if doc["numa"] is None:
+        return [("NUMA", "off (one memory backend)")]
+    from pykata.domain.cpuset import CpuSet
+
+    return [(f"guest node {n['guest_node']}",
+             f"host node(s) {CpuSet(n['host_nodes'])}, {n['memory_mib']} MiB, "
+             f"vCPUs {CpuSet(n['vcpus']) or 'none'}") for n in doc["numa"]]
 
 
 def _table(doc: dict[str, Any]) -> str:
@@ -131,6 +146,7 @@ def _table(doc: dict[str, Any]) -> str:
         rows.insert(0, ("pod", doc["pod"] or "(no name)"))
         rows.append(("pod overhead", f"cpu {doc['overhead']['cpu']}, memory "
                      f"{doc['overhead']['memory']} (RuntimeClass overhead.podFixed)"))
+    rows += _numa_rows(doc)
     from pykata.plan.qemu import format_argv
 
     lines = [f"{k:<15} {v}" for k, v in rows]

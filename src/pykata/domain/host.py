@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pykata.domain.topology import HostTopology
+
+# A host that says nothing about NUMA (no devices/system/node): enable_numa cannot be met.
+NO_TOPOLOGY = HostTopology(nodes=())
+
 
 @dataclass(frozen=True)
 class HostFacts:
@@ -14,3 +19,4 @@ class HostFacts:
     online_cpus: int
     mem_total_mib: int
     arch: str = "x86_64"      # os.uname().machine
+    topology: HostTopology = NO_TOPOLOGY   # NUMA nodes and PCI devices (sysfs)

@@ -1,4 +1,5 @@
-"""Read the host facts plans need: CPU flags, KVM usability, vsock, CPUs and memory."""
+"""Read the host facts plans need: CPU flags, KVM usability, vsock, CPUs and memory, and the
+NUMA topology (under a sysfs root)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from pathlib import Path
 
 from pykata.domain.host import HostFacts
+from pykata.host.topology import read_topology
 
 _KVM_GET_API_VERSION = 0xAE00
 _KVM_API_VERSION = 12
@@ -42,7 +44,7 @@ def read_mem_total_mib(meminfo: Path = Path("/proc/meminfo")) -> int:
     return 0
 
 
-def read_host_facts() -> HostFacts:
+def read_host_facts(sysfs_root: str = "/sys") -> HostFacts:
     kvm_ok, kvm_detail = probe_kvm()
     return HostFacts(
         cpu_flags=read_cpu_flags(),
@@ -52,20 +54,28 @@ def read_host_facts() -> HostFacts:
         online_cpus=len(os.sched_getaffinity(0)),
         mem_total_mib=read_mem_total_mib(),
         arch=os.uname().machine,
+        topology=read_topology(sysfs_root),
     )
 
 
 def read_sysfs_sizes(root: str) -> tuple[int, int]:
     """(online CPUs, RAM in MiB) from a directory laid out like /sys: `devices/system/cpu/
-    online` and the `MemTotal` of every `devices/system/node/node*/meminfo`."""
+    online` (else the union of `devices/system/node/node*/cpulist`) and the `MemTotal` of
+    every `devices/system/node/node*/meminfo`."""
     from pykata.domain.cpuset import CpuSet, CpuSetError
     from pykata.domain.errors import HostError
 
     online = Path(root, "devices/system/cpu/online")
-    try:
-        cpus = len(CpuSet.parse(online.read_text().strip()))
-    except (OSError, CpuSetError) as exc:
-        raise HostError(f"--sysfs-root {root}: cannot read {online}: {exc}") from None
+    # A recorded NUMA host may list its CPUs only per node (node*/cpulist).
+    lists = [online] if online.exists() else sorted(
+        Path(root, "devices/system/node").glob("node*/cpulist")) or [online]
+    found = CpuSet()
+    for path in lists:
+        try:
+            found = found | CpuSet.parse(path.read_text().strip())
+        except (OSError, CpuSetError) as exc:
+            raise HostError(f"--sysfs-root {root}: cannot read {path}: {exc}") from None
+    cpus = len(found)
     kib = 0
     for meminfo in sorted(Path(root, "devices/system/node").glob("node*/meminfo")):
         for line in meminfo.read_text().splitlines():

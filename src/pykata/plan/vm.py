@@ -12,6 +12,7 @@ from pykata.domain.errors import ConfigError
 from pykata.domain.host import HostFacts
 from pykata.plan import qemu
 from pykata.plan.arch import ArchProfile, plan_arch, plan_machine
+from pykata.plan.numa import NumaPlan, numa_options, plan_numa
 from pykata.plan.sizing import Limits, SizingPlan, plan_sizing
 
 SHARED_TAG = "pykatafs"
@@ -42,6 +43,7 @@ class VmPlan:
     virtiofs_socket: str
     console_log: str
     reasons: tuple[str, ...]
+    numa: NumaPlan | None = None    # None: one memory backend, no guest NUMA nodes
 
     @property
     def vcpus(self) -> int:
@@ -101,6 +103,8 @@ def plan_vm(
     machine, machine_reason = plan_machine(hv.machine_type, arch)
     sizing = plan_sizing(cfg, facts, devices, workload, bus=arch.bus, dimm_ok=arch.pc_dimm,
                          resizable=resizable, accel=accel)
+    numa = plan_numa(sizing.vcpus, sizing.max_vcpus, sizing.memory_mib, facts.topology,
+                     hv.enable_numa, hv.numa_mapping)
     image = cfg.image.dir.rstrip("/") + "/image"
     return VmPlan(
         sandbox_id=sandbox_id,
@@ -120,7 +124,9 @@ def plan_vm(
         guest_cid=guest_cid,
         virtiofs_socket=f"{state_dir}/virtiofsd.sock",
         console_log=f"{state_dir}/console.log",
-        reasons=(f"accel {accel}: {accel_reason}", machine_reason, *sizing.reasons),
+        reasons=(f"accel {accel}: {accel_reason}", machine_reason, *sizing.reasons,
+                 *(numa.reasons if numa else ())),
+        numa=numa,
     )
 
 
@@ -136,17 +142,26 @@ def _memory_options(plan: VmPlan) -> list[qemu.QemuOption]:
     return memory
 
 
+def _ram_options(plan: VmPlan) -> list[qemu.QemuOption]:
+    """Boot RAM: one shared memfd, or with NUMA one bound memfd per guest node (QEMU then
+    takes `-m` as their sum and no `-machine memory-backend=`)."""
+    if plan.numa is None:
+        return [qemu.MemfdBackend("mem0", plan.sizing.memory_mib)]
+    return numa_options(plan.numa)
+
+
 def plan_qemu_argv(plan: VmPlan, qmp_fd: int, agent_fd: int | None) -> list[str]:
     """The QEMU command line; `qmp_fd`/`agent_fd` are listening sockets QEMU inherits."""
     bus = plan.arch.bus
     options: list[qemu.QemuOption] = [
         qemu.Base(name=f"pykata-{plan.sandbox_id}"),
-        qemu.Machine(plan.machine_type, memory_backend="mem0", extra=plan.machine_extra),
+        qemu.Machine(plan.machine_type, memory_backend=None if plan.numa else "mem0",
+                     extra=plan.machine_extra),
         qemu.Accel(plan.accel, plan.tb_size_mib),
         qemu.Cpu("host" if plan.accel == "kvm" else plan.arch.tcg_cpu),
         qemu.Smp(plan.sizing.vcpus, plan.sizing.max_vcpus),
         *_memory_options(plan),
-        qemu.MemfdBackend("mem0", plan.sizing.memory_mib),
+        *_ram_options(plan),
         qemu.DirectBoot(plan.kernel, plan.initrd, " ".join(plan.kernel_params)),
         qemu.QmpMonitor(qmp_fd),
         qemu.SerialConsole(plan.console_log),
