@@ -170,3 +170,74 @@ def test_plan_pod_workload(doc: dict[str, Any], want: tuple[float, int]) -> None
 def test_bad_pod(doc: object, match: str) -> None:
     with pytest.raises(SpecError, match=match):
         plan_pod(doc, "pod.yaml")
+
+
+HOSTS = Path(__file__).resolve().parent.parent / "fixtures" / "hosts"
+
+
+def _numa_plan(host: dict[str, Path], capsys: pytest.CaptureFixture[str], sysfs: str,
+               numa: str, *extra: str) -> Any:
+    conf = host["conf"].read_text().replace("[hypervisor.qemu]\n", f"[hypervisor.qemu]\n{numa}")
+    host["conf"].write_text(conf)
+    argv = ["plan", "--config", str(host["conf"]), "--sysfs-root", str(HOSTS / sysfs),
+            "--bundle", str(host["bundle"]), *extra]
+    assert main(argv) == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("sysfs", "numa", "nodes"),
+    [
+        # max_vcpus = the host's 96 CPUs: no single node (48 CPUs) fits, so it spans.
+        ("two-socket-8gpu", "enable_numa = true\n",
+         [([0], 48, 1536), ([1], 48, 1536)]),
+        ("two-socket-8gpu", "enable_numa = true\ndefault_maxvcpus = 4\n",
+         [([0], 4, 3072)]),
+        ("this-host", 'enable_numa = true\nnuma_mapping = ["0", "0"]\n',
+         [([0], 1, 1536), ([0], 1, 1536)]),
+    ],
+    ids=["two-socket-spanning", "two-socket-collapsed", "this-host-mapping-0-0"],
+)
+def test_plan_numa_json(host: dict[str, Path], capsys: pytest.CaptureFixture[str], sysfs: str,
+                        numa: str, nodes: list[tuple[list[int], int, int]]) -> None:
+    doc = json.loads(_numa_plan(host, capsys, sysfs, numa, "--json"))
+    got = [(n["host_nodes"], len(n["vcpus"]), n["memory_mib"]) for n in doc["numa"]]
+    assert got == nodes
+    assert [n["guest_node"] for n in doc["numa"]] == list(range(len(nodes)))
+    assert doc["devices"] == []
+    argv = " ".join(doc["qemu_argv"])
+    assert "memory-backend=mem0" not in argv and "id=mem0" not in argv
+    assert argv.count("-numa node,") == len(nodes)
+    assert argv.count("policy=bind") == len(nodes)
+    assert any("guest node" in r for r in doc["reasons"])
+
+
+def test_plan_numa_off_is_null(host: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    doc = json.loads(_numa_plan(host, capsys, "two-socket-8gpu", "", "--json"))
+    assert (doc["numa"], doc["devices"]) == (None, [])
+    assert "-machine q35,memory-backend=mem0" in " ".join(doc["qemu_argv"])
+
+
+def test_plan_numa_warnings_join(host: dict[str, Path],
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    doc = json.loads(_numa_plan(host, capsys, "memory-only-node", "enable_numa = true\n",
+                                "--json"))
+    assert [n["host_nodes"] for n in doc["numa"]] == [[0], [1]]
+    assert "host node 2 has 65536 MiB and no CPUs (memory only): no guest node mirrors it" \
+        in doc["warnings"]
+
+
+def test_plan_numa_table(host: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    out = _numa_plan(host, capsys, "two-socket-8gpu", "enable_numa = true\n")
+    assert "guest node 0    host node(s) 0, 1536 MiB, vCPUs 0,2,4," in out
+    assert "guest node 1    host node(s) 1, 1536 MiB, vCPUs 1,3,5," in out
+
+
+def test_plan_numa_error(host: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    conf = host["conf"].read_text().replace(
+        "[hypervisor.qemu]\n", '[hypervisor.qemu]\nenable_numa = true\nnuma_mapping = ["7"]\n')
+    host["conf"].write_text(conf)
+    argv = ["plan", "--config", str(host["conf"]), "--sysfs-root", str(HOSTS / "this-host"),
+            "--bundle", str(host["bundle"])]
+    assert main(argv) == EXIT_PYKATA_ERROR
+    assert "numa_mapping entry '7': host has nodes 0" in capsys.readouterr().err
