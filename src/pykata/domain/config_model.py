@@ -157,10 +157,11 @@ class HypervisorConfig:
     enable_hugepages: bool = field(default=False, metadata=_spec(
         "Back guest memory with huge pages.", used=False, annotation="enable_hugepages"))
     enable_numa: bool = field(default=False, metadata=_spec(
-        "Give the guest the host's NUMA layout.", used=False))
+        "Give the guest the host's NUMA layout: guest nodes bound to host nodes, right-sized "
+        "to one node when the sandbox fits it."))
     numa_mapping: tuple[str, ...] = field(default=(), metadata=_spec(
         "Host NUMA nodes for each guest node, e.g. `[\"0\", \"1\"]`; bypasses right-sizing. "
-        "Needs `enable_numa`.", used=False, check=_node_lists))
+        "Needs `enable_numa`.", check=_node_lists))
     shared_fs: str = field(default="virtio-fs", metadata=_spec(
         "How container root filesystems reach the guest.", choices=("virtio-fs",),
         annotation="shared_fs"))
