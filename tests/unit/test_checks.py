@@ -31,6 +31,7 @@ from pykata.host.checks import (
     read_numa,
     run_tool,
 )
+from pykata.host.topology import read_topology
 from pykata.plan.checks import can_run, judge_host
 
 # A host like the one pykata is developed on: no vmx/svm, /dev/kvm from kvm_pvm.
@@ -258,3 +259,10 @@ def test_check_cli_reports_a_broken_configuration_as_a_fail(
     out = capsys.readouterr().out
     assert "FAIL  configuration" in out and "numa_mapping = ['x']" in out
     assert "PASS  accelerator" in out  # the host is still checked
+
+
+def test_host_facts_with_topology_are_jsonable() -> None:
+    hosts = Path(__file__).resolve().parent.parent / "fixtures" / "hosts"
+    facts = dataclasses.replace(PVM_HOST.facts, topology=read_topology(hosts / "two-socket-8gpu"))
+    doc = json.loads(json.dumps(check_cli.jsonable(facts)))
+    assert doc["topology"]["nodes"][1]["cpus"] == "24-47,72-95"

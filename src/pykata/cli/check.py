@@ -19,6 +19,7 @@ from typing import Any
 
 from pykata.domain.checks import CheckResult, ImageReport, Status
 from pykata.domain.config import Config
+from pykata.domain.cpuset import CpuSet
 from pykata.domain.errors import ConfigError, ImageError, PykataError
 from pykata.domain.host import HostFacts
 from pykata.host.checks import read_host_report
@@ -98,7 +99,9 @@ async def _boot(cfg: Config, facts: HostFacts, rootfs: str) -> tuple[float, floa
 
 
 def jsonable(value: Any) -> Any:
-    """Dataclasses, enums, sets and tuples as JSON/TOML-friendly values."""
+    """Dataclasses, enums, sets, CPU sets and tuples as JSON/TOML-friendly values."""
+    if isinstance(value, CpuSet):
+        return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
