@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 from typing import Any
 
 import pytest
 
 from pykata.domain.config import Config, build_config, parse_toml
-from pykata.domain.errors import ConfigError
+from pykata.domain.errors import ConfigError, NumaError
 from pykata.domain.host import HostFacts
 from pykata.domain.spec import default_spec
 from pykata.plan.guest_spec import Share, plan_guest_spec
@@ -142,3 +143,10 @@ def test_guest_spec_shares_host_binds(mount: dict[str, object], share: Share,
 def test_too_long_state_dir_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="runtime.state_dir.*exceeds 107 bytes"):
         plan_vm(_cfg(), _facts(), "a" * 32, "/run/" + "x" * 90)
+
+
+def test_unreadable_topology_matters_only_for_numa() -> None:
+    facts = dataclasses.replace(_facts(), topology_error="node/online: 'x': not a CPU list")
+    assert plan_vm(_cfg(), facts, "sb", "/r/sb").numa is None
+    with pytest.raises(NumaError, match="enable_numa True: node/online"):
+        plan_vm(_cfg(enable_numa=True), facts, "sb", "/r/sb")

@@ -20,3 +20,4 @@ class HostFacts:
     mem_total_mib: int
     arch: str = "x86_64"      # os.uname().machine
     topology: HostTopology = NO_TOPOLOGY   # NUMA nodes and PCI devices (sysfs)
+    topology_error: str = ""  # why sysfs's topology could not be read (matters for NUMA only)

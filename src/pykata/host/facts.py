@@ -7,7 +7,8 @@ import fcntl
 import os
 from pathlib import Path
 
-from pykata.domain.host import HostFacts
+from pykata.domain.host import NO_TOPOLOGY, HostFacts
+from pykata.domain.topology import TopologyError
 from pykata.host.topology import read_topology
 
 _KVM_GET_API_VERSION = 0xAE00
@@ -46,6 +47,11 @@ def read_mem_total_mib(meminfo: Path = Path("/proc/meminfo")) -> int:
 
 def read_host_facts(sysfs_root: str = "/sys") -> HostFacts:
     kvm_ok, kvm_detail = probe_kvm()
+    # Only NUMA needs the topology: an unreadable one must not stop a sandbox without it.
+    try:
+        topology, topology_error = read_topology(sysfs_root), ""
+    except TopologyError as exc:
+        topology, topology_error = NO_TOPOLOGY, str(exc)
     return HostFacts(
         cpu_flags=read_cpu_flags(),
         kvm_usable=kvm_ok,
@@ -54,7 +60,8 @@ def read_host_facts(sysfs_root: str = "/sys") -> HostFacts:
         online_cpus=len(os.sched_getaffinity(0)),
         mem_total_mib=read_mem_total_mib(),
         arch=os.uname().machine,
-        topology=read_topology(sysfs_root),
+        topology=topology,
+        topology_error=topology_error,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pykata.domain.config import Config
-from pykata.domain.errors import ConfigError
+from pykata.domain.errors import ConfigError, NumaError
 from pykata.domain.host import HostFacts
 from pykata.plan import qemu
 from pykata.plan.arch import ArchProfile, plan_arch, plan_machine
@@ -103,6 +103,8 @@ def plan_vm(
     machine, machine_reason = plan_machine(hv.machine_type, arch)
     sizing = plan_sizing(cfg, facts, devices, workload, bus=arch.bus, dimm_ok=arch.pc_dimm,
                          resizable=resizable, accel=accel)
+    if hv.enable_numa and facts.topology_error:
+        raise NumaError("enable_numa", True, facts.topology_error)
     numa = plan_numa(sizing.vcpus, sizing.max_vcpus, sizing.memory_mib, facts.topology,
                      hv.enable_numa, hv.numa_mapping)
     image = cfg.image.dir.rstrip("/") + "/image"
