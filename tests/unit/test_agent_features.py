@@ -195,14 +195,17 @@ def test_list_processes_and_signal_all(tmp_path: Path) -> None:
         init = call.agent.containers.registry.get("k1").init
         assert init is not None
         pids: list[int] = []
-        for _ in range(100):  # the init starts its children after StartContainer returns
+        comms: list[str] = []
+        # The init starts its children after StartContainer returns, and a forked child is
+        # "sh" until it has exec'd sleep: wait (bounded) until all four are what they'll be.
+        for _ in range(200):
             pids = list((await call("ListProcesses", pb.ListProcessesRequest(
                 container_id="k1"))).pids)
-            if len(pids) == 4:
+            comms = sorted(_comm(p) for p in pids)
+            if comms == ["sh", "sleep", "sleep", "sleep"]:
                 break
             await asyncio.sleep(0.05)
-        assert init.pid in pids and len(pids) == 4, pids
-        assert sorted(_comm(p) for p in pids) == ["sh", "sleep", "sleep", "sleep"]
+        assert init.pid in pids and comms == ["sh", "sleep", "sleep", "sleep"], (pids, comms)
         await call("SignalProcess", pb.SignalProcessRequest(container_id="k1", signal=15,
                                                             all=True))
         assert await call.read_all("k1") == b"waited\n"
