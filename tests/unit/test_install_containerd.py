@@ -17,6 +17,7 @@ import pytest
 
 from pykata.cli.main import EXIT_PYKATA_ERROR, main
 from pykata.domain.errors import InstallError
+from pykata.domain.toml_text import render, top_level
 from pykata.host import config_files
 from pykata.plan.containerd_config import (
     CRI,
@@ -29,7 +30,6 @@ from pykata.plan.containerd_config import (
     render_snippet,
     runtime_entry,
 )
-from pykata.plan.toml_text import render, top_level
 
 MAIN = "/etc/containerd/config.toml"
 DROPIN = "/etc/containerd/conf.d/pykata.toml"

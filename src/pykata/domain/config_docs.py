@@ -6,58 +6,33 @@ when a committed file differs from what the model renders, so neither can drift.
 
 from __future__ import annotations
 
-import json
 import textwrap
 from collections.abc import Mapping
 from typing import Any
 
 from pykata.domain.config import KATA_ONLY_KEYS, KATA_SECTIONS
 from pykata.domain.config_model import SECTIONS, TYPE_NAMES, KeyInfo, keys
+from pykata.domain.toml_text import render, value
 
 GENERATOR = "scripts/gen-config-docs.py"
 MODEL = "src/pykata/domain/config_model.py"
 
 
-def toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # JSON's escapes are TOML's too
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML form for {type(value).__name__}")
+def dump_toml(doc: Mapping[str, Any]) -> str:
+    """A TOML document of `doc`, leaving out None values (TOML has no null)."""
+    return render(_without_none(doc))
 
 
-def dump_toml(doc: Mapping[str, Any], path: tuple[str, ...] = ()) -> str:
-    """A TOML document: scalars and arrays first, then tables, then arrays of tables."""
-    lines: list[str] = []
-    tables: list[tuple[str, Mapping[str, Any]]] = []
-    arrays: list[tuple[str, list[Mapping[str, Any]]]] = []
-    for key, value in doc.items():
-        if isinstance(value, Mapping):
-            tables.append((key, value))
-        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-            arrays.append((key, value))
-        elif value is not None:
-            lines.append(f"{_bare(key)} = {toml_value(value)}")
-    out = "\n".join(lines) + ("\n" if lines else "")
-    for key, table in tables:
-        sub = (*path, key)
-        if any(not isinstance(v, Mapping) for v in table.values()):
-            out += f"\n[{'.'.join(_bare(p) for p in sub)}]\n"
-        out += dump_toml(table, sub)
-    for key, items in arrays:
-        for item in items:
-            sub = (*path, key)
-            out += f"\n[[{'.'.join(_bare(p) for p in sub)}]]\n" + dump_toml(item, sub)
+def _without_none(doc: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        if isinstance(v, Mapping):
+            out[k] = _without_none(v)
+        elif isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
+            out[k] = [_without_none(x) for x in v]
+        elif v is not None:
+            out[k] = v
     return out
-
-
-def _bare(key: str) -> str:
-    ok = key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
-    return key if ok else json.dumps(key)
 
 
 def _type(info: KeyInfo) -> str:
@@ -93,7 +68,7 @@ def _row(info: KeyInfo) -> str:
         " **Not used yet**: accepted and validated for a later release." if not spec.used
         else "")
     text = f"{spec.doc}{_annotation(info)}{marks}".replace("|", "\\|")
-    return f"| `{info.name}` | `{toml_value(info.default)}` | {_type(info)} | {text} |"
+    return f"| `{info.name}` | `{value(info.default)}` | {_type(info)} | {text} |"
 
 
 _INTRO = """\
@@ -168,5 +143,5 @@ def render_defaults_toml() -> str:
             if not info.spec.used:
                 note += " (Not used yet.)"
             out += textwrap.wrap(note, 98, initial_indent="# ", subsequent_indent="# ")
-            out.append(f"{info.name} = {toml_value(info.default)}")
+            out.append(f"{info.name} = {value(info.default)}")
     return "\n".join(out) + "\n"

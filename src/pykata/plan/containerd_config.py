@@ -27,7 +27,7 @@ from typing import Any
 
 from pykata.domain.config import merge
 from pykata.domain.errors import InstallError
-from pykata.plan.toml_text import append_to_array, insert_top_level, quote, render, top_level
+from pykata.domain.toml_text import append_to_array, insert_top_level, quote, render, top_level
 
 CRI = "io.containerd.grpc.v1.cri"
 RUNTIME = "pykata"

@@ -54,16 +54,19 @@ def _is_table_array(v: object) -> bool:
     return isinstance(v, list) and bool(v) and all(isinstance(x, Mapping) for x in v)
 
 
-def render(table: Mapping[str, Any], path: Sequence[str], item: bool = False) -> str:
+def render(table: Mapping[str, Any], path: Sequence[str] = (), item: bool = False) -> str:
     """`table` as the TOML table at `path` (an element of an array of tables with `item`):
     its own keys under a header, written when it has keys of its own or none at all (so an
-    empty table survives), then its sub-tables and arrays of tables, headers spelled out."""
+    empty table survives), then its sub-tables and arrays of tables, headers spelled out.
+    At the root (no path) its keys come first, under no header."""
     header = ".".join(key(p) for p in path)
     plain = "".join(f"{key(k)} = {value(v)}\n" for k, v in table.items()
                     if not isinstance(v, Mapping) and not _is_table_array(v))
     out = ""
     if item:
         out = f"[[{header}]]\n{plain}"
+    elif not path:
+        out = plain
     elif plain or not table:
         out = f"[{header}]\n{plain}"
     for k, v in table.items():
