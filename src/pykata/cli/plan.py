@@ -22,7 +22,6 @@ from pykata.domain.errors import SpecError
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts, read_sysfs_sizes
 from pykata.host.qemu_caps import qemu_devices
-from pykata.host.topology import read_topology
 from pykata.plan.sizing import Limits, workload_limits
 from pykata.plan.vm import VmPlan, plan_qemu_argv, plan_vm
 
@@ -88,11 +87,10 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     else:
         workload, more, name = _pod_inputs(args)
     warnings += more
-    facts = read_host_facts()
+    facts = read_host_facts(args.sysfs_root or "/sys")
     if args.sysfs_root:
         cpus, mib = read_sysfs_sizes(args.sysfs_root)
-        facts = dataclasses.replace(facts, online_cpus=cpus, mem_total_mib=mib,
-                                    topology=read_topology(args.sysfs_root))
+        facts = dataclasses.replace(facts, online_cpus=cpus, mem_total_mib=mib)
     devices = qemu_devices(cfg.hypervisor.path, cfg.image.dir)
     plan = plan_vm(cfg, facts, "plan", os.path.join(cfg.runtime.state_dir, "plan"),
                    devices=devices, workload=workload, resizable=not args.run)
@@ -105,6 +103,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 
 def _document(plan: VmPlan, warnings: list[str]) -> dict[str, Any]:
     s = plan.sizing
+    numa = plan.numa.to_json() if plan.numa else {"nodes": None, "devices": []}
     return {
         "vcpus": s.vcpus, "max_vcpus": s.max_vcpus,
         "memory_mib": s.memory_mib, "max_memory_mib": s.max_memory_mib,
@@ -113,8 +112,8 @@ def _document(plan: VmPlan, warnings: list[str]) -> dict[str, Any]:
                                     else None),
         "warnings": [*warnings, *s.warnings, *(plan.numa.warnings if plan.numa else ())],
         "reasons": list(plan.reasons),
-        "numa": plan.numa.to_json()["nodes"] if plan.numa else None,
-        "devices": plan.numa.to_json()["devices"] if plan.numa else [],
+        "numa": numa["nodes"],
+        "devices": numa["devices"],
     }
 
 
