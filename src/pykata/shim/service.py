@@ -215,7 +215,7 @@ class TaskService:
         log.info("%s exited with status %d", proc.name, proc.exit_status)
         event = ev.TaskExit(container_id=proc.task_id, id=proc.exec_id or proc.task_id,
                             pid=self.vm_pid, exit_status=proc.exit_status)
-        event.exited_at.FromNanoseconds(int(proc.exited_at * 1e9))
+        event.exited_at.FromNanoseconds(proc.exited_at_ns)
         self.events.publish("/tasks/exit", event)
 
     async def Start(self, r: pb.StartRequest) -> pb.StartResponse:
@@ -280,14 +280,14 @@ class TaskService:
         await self._resize_quietly()
         event = ev.TaskDelete(container_id=r.id, pid=self.vm_pid,
                               exit_status=proc.exit_status, id=r.id)
-        event.exited_at.FromNanoseconds(int(proc.exited_at * 1e9))
+        event.exited_at.FromNanoseconds(proc.exited_at_ns)
         self.events.publish("/tasks/delete", event)
         return self._delete_response(proc)
 
     def _delete_response(self, proc: Proc) -> pb.DeleteResponse:
         resp = pb.DeleteResponse(pid=self.vm_pid, exit_status=proc.exit_status)
-        if proc.exited_at:
-            resp.exited_at.FromNanoseconds(int(proc.exited_at * 1e9))
+        if proc.exited_at_ns:
+            resp.exited_at.FromNanoseconds(proc.exited_at_ns)
         return resp
 
     async def _forget(self, proc: Proc) -> None:
@@ -323,7 +323,7 @@ class TaskService:
         proc = self.tasks.get("Wait", r.id).process("Wait", r.exec_id)
         await proc.exited.wait()
         resp = pb.WaitResponse(exit_status=proc.exit_status)
-        resp.exited_at.FromNanoseconds(int(proc.exited_at * 1e9))
+        resp.exited_at.FromNanoseconds(proc.exited_at_ns)
         return resp
 
     async def State(self, r: pb.StateRequest) -> pb.StateResponse:
@@ -334,8 +334,8 @@ class TaskService:
             status=proc.status, stdin=proc.stdio.stdin, stdout=proc.stdio.stdout,
             stderr=proc.stdio.stderr, terminal=proc.stdio.terminal,
             exit_status=proc.exit_status)
-        if proc.exited_at:
-            resp.exited_at.FromNanoseconds(int(proc.exited_at * 1e9))
+        if proc.exited_at_ns:
+            resp.exited_at.FromNanoseconds(proc.exited_at_ns)
         return resp
 
     async def ResizePty(self, r: pb.ResizePtyRequest) -> empty_pb2.Empty:

@@ -36,7 +36,7 @@ class Proc:
     spec_json: bytes = b""       # an exec's process, until it starts
     status: pb.Status = CREATED
     exit_status: int = 0
-    exited_at: float = 0.0
+    exited_at_ns: int = 0        # wall clock, as containerd's timestamps take it
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     # Held while Start is under way: an exit seen meanwhile waits, so that containerd
     # hears /tasks/start before /tasks/exit (a process may exit before Start's reply).
@@ -52,7 +52,7 @@ class Proc:
         """Records the first exit only; says whether this call did."""
         if self.exited.is_set():
             return False
-        self.status, self.exit_status, self.exited_at = STOPPED, status, time.time()
+        self.status, self.exit_status, self.exited_at_ns = STOPPED, status, time.time_ns()
         self.exited.set()
         return True
 
