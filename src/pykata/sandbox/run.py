@@ -16,8 +16,8 @@ from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.sandbox import Sandbox
 
 CONTAINER_ID = "run"
-# After the process exits, output still in flight gets this long to drain; a leftover
-# background child holding stdout open must not keep `run` alive forever.
+# After a process exits, output still in flight gets this long to drain (here and in the
+# shim); a leftover background child holding stdout open must not hold up its exit.
 DRAIN_TIMEOUT = 5.0
 
 

@@ -19,15 +19,13 @@ from collections.abc import Awaitable, Callable
 
 from pykata.domain.errors import PykataError
 from pykata.sandbox.agent_client import AgentClient
+from pykata.sandbox.run import DRAIN_TIMEOUT
 from pykata.shim.stdio import Sink, Source, open_sink, open_source
 from pykata.shim.tasks import Proc
 
 log = logging.getLogger(__name__)
 
 VM_LOST_STATUS = 255
-# After the process exits, output still in flight gets this long; a leftover background
-# child holding stdout open must not keep the exit from being reported.
-DRAIN_TIMEOUT = 5.0
 
 
 class Relay:
