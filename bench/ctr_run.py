@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
-from containerd_support import IMAGE_REF, Containerd, build_busybox_image
+from containerd_support import IMAGE_REF, Containerd, build_busybox_image, leftover_pids
 
 RUNTIME = "io.containerd.pykata.v2"
 
@@ -50,18 +50,9 @@ def pss_kib(pid: int) -> tuple[int, int]:
     return fields["Rss:"], fields["Pss:"]
 
 
-def pids_mentioning(marker: str) -> dict[int, str]:
-    out = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmd = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if marker.encode() in b" ".join(cmd) or any(b"containerd-shim-pykata" in c
-                                                       for c in cmd[:2]):
-                out[int(proc.name)] = os.path.basename(cmd[0].decode())
-    return out
+def program(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return os.path.basename(f.read().split(b"\0")[0].decode())
 
 
 def bundle_for_pykata(base: Path, rootfs: str) -> Path:
@@ -83,9 +74,11 @@ def idle_pod_memory(ctrd: Containerd, state_dir: str) -> None:
     try:
         time.sleep(3)  # let boot-time allocations settle
         rows = []
-        for pid, name in sorted(pids_mentioning(state_dir).items()):
+        # The VM's processes name its state dir; the shim names containerd's socket.
+        assert ctrd.pid is not None
+        for pid in leftover_pids(Path(state_dir), ctrd.base, exclude=[ctrd.pid]):
             rss, pss = pss_kib(pid)
-            rows.append((name, pid, rss, pss))
+            rows.append((program(pid), pid, rss, pss))
         print("idle busybox pod (one ctr container in its VM):")
         for name, pid, rss, pss in rows:
             print(f"  {name:<28} pid {pid:<7} RSS {rss / 1024:7.1f} MiB"
