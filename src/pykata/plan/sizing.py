@@ -36,6 +36,7 @@ _INT = re.compile(r"-?[0-9]{1,19}\Z")
 HOTPLUG_BLOCK_MIB = 128
 # Hotplug device names per bus.
 VIRTIO_MEM = {"pci": "virtio-mem-pci", "ccw": "virtio-mem-ccw"}
+NO_CPUS = CpuSet()
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,13 @@ class Limits:
     vcpus: float = 0.0
     memory_mib: int = 0
     reasons: tuple[str, ...] = ()
+    cpuset: CpuSet = NO_CPUS    # linux.resources.cpu.cpus: host CPUs; empty: any
+    mems: CpuSet = NO_CPUS      # linux.resources.cpu.mems: host NUMA nodes; empty: any
 
     def __add__(self, other: Limits) -> Limits:
         return Limits(self.vcpus + other.vcpus, self.memory_mib + other.memory_mib,
-                      self.reasons + other.reasons)
+                      self.reasons + other.reasons, self.cpuset | other.cpuset,
+                      self.mems | other.mems)
 
 
 @dataclass(frozen=True)
@@ -126,12 +130,13 @@ def limits_from_spec(doc: Mapping[str, Any], source: str) -> Limits:
     f = "linux.resources.cpu."
     got = {k: _int(cpu[k], source, f + k) for k in ("quota", "period", "shares") if k in cpu}
     vcpus = _cpu_limit(got.get("quota"), got.get("period"), source, (f + "quota", f + "period"))
+    cpus, mems = (_cpuset(cpu.get(k) or "", source, f + k) for k in ("cpus", "mems"))
     reasons = []
     if vcpus:
         reasons.append(f"{f}quota/period = {got['quota']}/"
                        f"{got.get('period', DEFAULT_CPU_PERIOD)} = {vcpus:g} CPUs")
-    elif cpu.get("cpus"):
-        vcpus = float(len(_cpuset(cpu["cpus"], source, f + "cpus")))
+    elif cpus:
+        vcpus = float(len(cpus))
         reasons.append(f"{f}cpus = {cpu['cpus']!r}: {vcpus:g} CPUs (no quota)")
     elif got.get("shares"):
         vcpus = _shares_vcpus(got["shares"], source, f + "shares")
@@ -142,7 +147,7 @@ def limits_from_spec(doc: Mapping[str, Any], source: str) -> Limits:
     mib = _memory_limit(limit, source, field)
     if mib:
         reasons.append(f"{field} = {limit} bytes = {mib} MiB")
-    return Limits(vcpus, mib, tuple(reasons))
+    return Limits(vcpus, mib, tuple(reasons), cpus, mems)
 
 
 def _obj(parent: Mapping[str, Any], key: str, source: str, field: str) -> Mapping[str, Any]:
