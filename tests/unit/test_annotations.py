@@ -267,3 +267,8 @@ def test_pykata_run_applies_allowed_annotations(tmp_path: Any,
                               interactive=False)
     assert run.main(args) == 0
     assert seen[0].hypervisor.default_memory == 512
+
+
+def test_kata_go_pinning_annotation_is_accepted() -> None:
+    out = apply_annotations(Config(), {"io.katacontainers.enable_vcpus_pinning": "true"})
+    assert out.runtime.enable_vcpus_pinning

@@ -150,3 +150,25 @@ def test_unreadable_topology_matters_only_for_numa() -> None:
     assert plan_vm(_cfg(), facts, "sb", "/r/sb").numa is None
     with pytest.raises(NumaError, match="enable_numa True: node/online"):
         plan_vm(_cfg(enable_numa=True), facts, "sb", "/r/sb")
+
+
+def _cpu_in_guest(cpu: dict[str, Any], numa: Any) -> object:
+    doc = default_spec(["true"])
+    doc["linux"]["resources"] = {"cpu": cpu, "memory": {"limit": 1 << 30}}
+    out = plan_guest_spec(doc, "c1", numa).doc["linux"]["resources"]
+    assert out["memory"] == {"limit": 1 << 30}
+    return out["cpu"]
+
+
+def test_guest_spec_clears_cpus_and_translates_mems() -> None:
+    from pykata.domain.cpuset import CpuSet
+    from pykata.plan.numa import GuestNode, NumaPlan
+    numa = NumaPlan((GuestNode(0, CpuSet([1]), CpuSet([4]), (0,), 512),
+                     GuestNode(1, CpuSet([2, 3]), CpuSet([8]), (1,), 512)),
+                    ((10, 20), (20, 10)))
+    assert _cpu_in_guest({"cpus": "4,8", "mems": "2", "shares": 2}, numa) == {
+        "mems": "1", "shares": 2}
+    assert _cpu_in_guest({"cpus": "4", "mems": "0-1"}, numa) == {"mems": "0"}
+    assert _cpu_in_guest({"cpus": "4", "mems": "0"}, numa) == {}   # no guest node there
+    assert _cpu_in_guest({"cpus": "4", "mems": "1"}, None) == {}    # no guest NUMA
+    assert _cpu_in_guest({"quota": 5000}, None) == {"quota": 5000}

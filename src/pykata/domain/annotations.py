@@ -47,6 +47,8 @@ class AnnotationError(PykataError):
 class _Refused(Exception):
     def __init__(self, why: str) -> None:
         self.why = why
+# Other projects' names for a key, accepted as if written in pykata's form.
+ALIASES = {"io.katacontainers.enable_vcpus_pinning": PREFIX + "runtime.enable_vcpus_pinning"}
 
 
 def parse_annotations(doc: Mapping[str, Any], source: str) -> dict[str, str]:
@@ -63,6 +65,7 @@ def parse_annotations(doc: Mapping[str, Any], source: str) -> dict[str, str]:
 def apply_annotations(cfg: Config, annotations: Mapping[str, str]) -> Config:
     """`cfg` with every `io.katacontainers.config.*` annotation applied, or AnnotationError.
     Other annotations are not configuration and are left alone."""
+    annotations = {ALIASES.get(n, n): v for n, v in annotations.items()}
     refused: list[tuple[str, str, str]] = []
     changes: dict[str, dict[str, object]] = {}
     applied: dict[str, str] = {}  # dotted key -> annotation name

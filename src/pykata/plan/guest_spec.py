@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pykata.domain.cpuset import CpuSet, CpuSetError
+from pykata.plan.numa import NumaPlan, guest_mems
 from pykata.plan.vm import GUEST_SHARED_DIR
 
 _GUEST_FS_TYPES = {"proc", "tmpfs", "devpts", "mqueue", "sysfs", "cgroup", "cgroup2"}
@@ -43,7 +45,8 @@ def _is_bind(mount: Mapping[str, Any]) -> bool:
         _BIND_OPTIONS & set(mount.get("options") or []))
 
 
-def plan_guest_spec(doc: Mapping[str, Any], container_id: str) -> GuestSpec:
+def plan_guest_spec(doc: Mapping[str, Any], container_id: str,
+                    numa: NumaPlan | None = None) -> GuestSpec:
     out = copy.deepcopy(dict(doc))
     plan = GuestSpec(out)
     out["root"] = {**out.get("root", {}), "path": guest_rootfs(container_id)}
@@ -60,8 +63,28 @@ def plan_guest_spec(doc: Mapping[str, Any], container_id: str) -> GuestSpec:
         namespaces.append({"type": ns.get("type")})
     linux["namespaces"] = namespaces
     linux["cgroupsPath"] = f"/pykata/{container_id}"
+    _guest_cpuset(linux, numa)
     out["linux"] = linux
     return plan
+
+
+def _guest_cpuset(linux: dict[str, Any], numa: NumaPlan | None) -> None:
+    """Host CPU ids mean nothing in the guest (vCPU placement keeps the pod on them): cpus
+    go; mems become the guest nodes bound to those host nodes (none: mems go too)."""
+    resources = linux.get("resources")
+    cpu = resources.get("cpu") if isinstance(resources, Mapping) else None
+    if not isinstance(cpu, Mapping) or not ({"cpus", "mems"} & cpu.keys()):
+        return
+    cpu = {k: v for k, v in cpu.items() if k not in ("cpus", "mems")}
+    mems = linux["resources"]["cpu"].get("mems")
+    if isinstance(mems, str) and mems.strip() and numa is not None:
+        try:
+            guest = guest_mems(CpuSet.parse(mems), numa)
+        except CpuSetError:
+            guest = CpuSet()  # sizing refused it already; nothing to translate
+        if guest:
+            cpu["mems"] = str(guest)
+    linux["resources"] = {**linux["resources"], "cpu": cpu}
 
 
 def _guest_mount(mount: dict[str, Any], cid: str, index: int,

@@ -279,6 +279,12 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def guest_mems(host_mems: CpuSet, plan: NumaPlan) -> CpuSet:
+    """The guest nodes whose memory is bound to any of `host_mems` (a container's
+    cpuset.mems, in host node ids)."""
+    return CpuSet(n.guest_node for n in plan.nodes if n.host_nodes & host_mems)
+
+
 def numa_options(plan: NumaPlan) -> list[qemu.QemuOption]:
     """Per guest node a bound memory backend and a -numa node; the distances between them."""
     options: list[qemu.QemuOption] = []

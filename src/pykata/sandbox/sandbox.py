@@ -23,12 +23,14 @@ from pykata.domain.host import HostFacts
 from pykata.domain.spec import Spec
 from pykata.host import mounts
 from pykata.plan.guest_spec import plan_guest_spec
+from pykata.plan.pinning import check_cpusets, host_cpu_set
 from pykata.plan.sizing import Limits, ResizeTarget
 from pykata.plan.vm import GUEST_SHARED_DIR, NO_LIMITS, SHARED_TAG, VmPlan, plan_vm
 from pykata.protocol.pb import agent_pb2 as pb
 from pykata.protocol.ttrpc_aio import TtrpcClient
 from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.leftovers import record_pids
+from pykata.sandbox.placement import Placement
 from pykata.sandbox.resize import Resizer
 from pykata.sandbox.state import SandboxState, check_transition, require
 from pykata.vmm import vm as vmm
@@ -67,6 +69,16 @@ class Sandbox:
         self.vm: vmm.Vm | None = None
         sizing = self.plan.sizing
         self._resizer = Resizer(sizing, ResizeTarget(sizing.vcpus, sizing.memory_mib))
+        self._facts = facts
+        self._check_cpusets([workload], "sandbox")
+        self._cpusets = [workload.cpuset]
+        self.placement = Placement(
+            cfg.runtime.enable_vcpus_pinning,
+            host_cpu_set(facts.online_cpus, [n.cpus for n in facts.topology.nodes]),
+            self.plan.numa, self.state_dir)
+        # One resize or re-placement at a time: a container update racing a hotplug ends in
+        # the state the last of them asks for.
+        self._resources = asyncio.Lock()
         self._agent: AgentClient | None = None
         self._stack = contextlib.AsyncExitStack()
 
@@ -115,6 +127,7 @@ class Sandbox:
                              mount_point=GUEST_SHARED_DIR)
         await self._agent.create_sandbox(
             pb.CreateSandboxRequest(sandbox_id=self.id, storages=[storage]))
+        await self.placement.place(vm.qmp, self.plan.vcpus, self._cpusets)
 
     async def wait_vm(self) -> int:
         """Returns QEMU's exit status once it exits (stopped, crashed or killed)."""
@@ -157,7 +170,7 @@ class Sandbox:
         ids.check_id("container id", cid)  # it becomes a path below the shared dir
         if cid in self.containers:
             raise PykataError(f"container {cid!r} already exists in sandbox {self.id}")
-        guest = plan_guest_spec(spec.doc, cid)
+        guest = plan_guest_spec(spec.doc, cid, self.plan.numa)
         container = self.containers[cid] = Container(cid)
         try:
             self._share(container, rootfs, "rootfs", spec.root_readonly)
@@ -228,14 +241,26 @@ class Sandbox:
         """The VM's size now: the boot size, then what the last resize reached."""
         return self._resizer.size
 
+    def _check_cpusets(self, containers: Sequence[Limits], source: str) -> None:
+        cpus = host_cpu_set(self._facts.online_cpus,
+                            [n.cpus for n in self._facts.topology.nodes])
+        for c in containers:
+            check_cpusets(c.cpuset, c.mems, cpus, self._facts.topology.node_ids, source)
+
     async def resize(self, containers: Sequence[Limits]) -> ResizeTarget:
         """Size the VM for `containers` (the running ones' limits): default + their sum,
-        hot-plugged and seen by the guest. Serialised per sandbox; a static VM, or one
-        already at the target, is left alone. Returns the size reached."""
+        hot-plugged and seen by the guest, then place the vCPU threads for their cpusets.
+        Serialised per sandbox; a static VM, or one already at the target, keeps its size.
+        Returns the size reached."""
         require("resize", self.state, SandboxState.RUNNING)
         assert self.vm is not None
+        self._check_cpusets(containers, "container")
         try:
-            return await self._resizer.resize(self.vm.qmp, self.agent, containers)
+            async with self._resources:
+                size = await self._resizer.resize(self.vm.qmp, self.agent, containers)
+                self._cpusets = [c.cpuset for c in containers]
+                await self.placement.place(self.vm.qmp, self.size.vcpus, self._cpusets)
+                return size
         except VmmError as exc:
             if not await self._vm_exited():
                 raise
