@@ -52,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_plan_parser(sub)
 
+    inspect = sub.add_parser(
+        "inspect", help="where a running sandbox's vCPUs, memory and devices are",
+        description="For a running sandbox: each vCPU's host thread, allowed CPUs, host node "
+        "and cgroup; each memory backend's binding and where its pages are; each device's "
+        "guest node; whether vCPU pinning is on and why. Without SANDBOX: list the running "
+        "sandboxes.")
+    inspect.add_argument("sandbox", nargs="?", help="sandbox id (as in the state directory)")
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+
     env = sub.add_parser("env", help="effective configuration and host facts, for bug reports")
     env.add_argument("--json", action="store_true", help="JSON instead of TOML")
     _add_install_parser(sub)
@@ -117,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pykata.cli import install
 
             return install.main(args)
+        if args.command == "inspect":
+            from pykata.cli import inspect
+
+            return inspect.main(args)
         if args.command == "env":
             from pykata.cli import env
 

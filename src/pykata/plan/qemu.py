@@ -169,10 +169,11 @@ class QmpMonitor:
     """QMP on a listening socket the caller created and passes as `fd`."""
 
     fd: int
+    id: str = "qmp"
 
     def args(self) -> list[str]:
-        return ["-chardev", f"socket,id=qmp,fd={self.fd},server=on,wait=off",
-                "-mon", "chardev=qmp,mode=control"]
+        return ["-chardev", f"socket,id={self.id},fd={self.fd},server=on,wait=off",
+                "-mon", f"chardev={self.id},mode=control"]
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def plan_transport(requested: str, facts: HostFacts) -> str:
 
 # sun_path holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
-SOCKET_NAMES = ("qmp.sock", "agent.sock", "virtiofsd.sock")
+SOCKET_NAMES = ("qmp.sock", "inspect.sock", "agent.sock", "virtiofsd.sock")
 
 
 def check_state_dir(state_dir: str) -> None:
@@ -152,8 +152,11 @@ def _ram_options(plan: VmPlan) -> list[qemu.QemuOption]:
     return numa_options(plan.numa)
 
 
-def plan_qemu_argv(plan: VmPlan, qmp_fd: int, agent_fd: int | None) -> list[str]:
-    """The QEMU command line; `qmp_fd`/`agent_fd` are listening sockets QEMU inherits."""
+def plan_qemu_argv(plan: VmPlan, qmp_fd: int, agent_fd: int | None,
+                   inspect_fd: int | None = None) -> list[str]:
+    """The QEMU command line; `qmp_fd`/`agent_fd`/`inspect_fd` are listening sockets QEMU
+    inherits. `inspect_fd`: a second QMP monitor for `pykata inspect`, since the sandbox's
+    own QMP connection holds the first for the VM's life."""
     bus = plan.arch.bus
     options: list[qemu.QemuOption] = [
         qemu.Base(name=f"pykata-{plan.sandbox_id}"),
@@ -166,6 +169,7 @@ def plan_qemu_argv(plan: VmPlan, qmp_fd: int, agent_fd: int | None) -> list[str]
         *_ram_options(plan),
         qemu.DirectBoot(plan.kernel, plan.initrd, " ".join(plan.kernel_params)),
         qemu.QmpMonitor(qmp_fd),
+        *([qemu.QmpMonitor(inspect_fd, "qmp-inspect")] if inspect_fd is not None else []),
         qemu.SerialConsole(plan.console_log),
         qemu.VirtioFs(plan.virtiofs_socket, SHARED_TAG, bus),
     ]

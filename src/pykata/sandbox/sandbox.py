@@ -36,6 +36,7 @@ from pykata.sandbox.state import SandboxState, check_transition, require
 from pykata.vmm import vm as vmm
 
 AGENT_VSOCK_PORT = 1024
+PLAN_FILE = "plan.json"  # the VM's plan, for `pykata inspect`
 VM_EXIT_WAIT = 2.0  # a lost agent connection: how long QEMU's exit may lag behind it
 
 
@@ -108,6 +109,7 @@ class Sandbox:
         os.makedirs(self.cfg.runtime.state_dir, exist_ok=True)
         os.mkdir(self.state_dir, 0o700)
         self._stack.callback(shutil.rmtree, self.state_dir, True)
+        self._record_plan()
         os.mkdir(self.shared_dir, 0o700)
         mounts.make_shared_bind(self.shared_dir)
         self._stack.callback(mounts.unmount, self.shared_dir)
@@ -128,6 +130,15 @@ class Sandbox:
         await self._agent.create_sandbox(
             pb.CreateSandboxRequest(sandbox_id=self.id, storages=[storage]))
         await self.placement.place(vm.qmp, self.plan.vcpus, self._cpusets)
+
+    def _record_plan(self) -> None:
+        """What `pykata inspect` shows beside what it reads live."""
+        s = self.plan.sizing
+        doc = {"vcpus": s.vcpus, "max_vcpus": s.max_vcpus, "memory_mib": s.memory_mib,
+               "max_memory_mib": s.max_memory_mib,
+               "numa": self.plan.numa.to_json() if self.plan.numa else None}
+        with open(os.path.join(self.state_dir, PLAN_FILE), "w") as f:
+            json.dump(doc, f)
 
     async def wait_vm(self) -> int:
         """Returns QEMU's exit status once it exits (stopped, crashed or killed)."""

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 # qemu.qmp logs every connection step at INFO/DEBUG; pykata's own log says what matters.
 logging.getLogger("qemu.qmp").setLevel(logging.WARNING)
 
+INSPECT_SOCKET = "inspect.sock"  # a second QMP monitor, for `pykata inspect`
+
 
 @dataclass
 class Vm:
@@ -75,15 +77,18 @@ async def launch(plan: VmPlan, state_dir: str, shared_dir: str, fs_daemon: str,
     """Start virtiofsd and QEMU; the caller owns the Vm and must `shutdown()` it."""
     fs_listener = processes.listen_unix(plan.virtiofs_socket)
     qmp_listener = processes.listen_unix(f"{state_dir}/qmp.sock")
+    inspect_listener = processes.listen_unix(f"{state_dir}/{INSPECT_SOCKET}")
     agent_listener = (processes.listen_unix(f"{state_dir}/agent.sock")
                       if plan.transport == "virtio-serial" else None)
-    listeners = [s for s in (fs_listener, qmp_listener, agent_listener) if s is not None]
+    listeners = [s for s in (fs_listener, qmp_listener, inspect_listener, agent_listener)
+                 if s is not None]
     try:
         virtiofsd = await processes.spawn(
             virtiofsd_argv(fs_daemon, fs_listener.fileno(), shared_dir, fs_cache),
             f"{state_dir}/virtiofsd.log", [fs_listener.fileno()])
         argv = plan_qemu_argv(plan, qmp_listener.fileno(),
-                              agent_listener.fileno() if agent_listener else None)
+                              agent_listener.fileno() if agent_listener else None,
+                              inspect_listener.fileno())
         log.debug("qemu argv: %s", argv)
         try:
             qemu = await processes.spawn(argv, f"{state_dir}/qemu.log",
