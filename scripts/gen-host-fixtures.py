@@ -57,7 +57,7 @@ HOSTS: dict[str, dict[str, Any]] = {
         "distance": [[10 if i == j else 12 if i // 4 == j // 4 else 32 for j in range(8)]
                      for i in range(8)],
         "pci": {"0000:00:00.0": 0, "0000:17:00.0": 1, "0000:ca:00.0": 6},
-        "iommu": {},
+        "iommu": {60: ["0000:ca:00.0"]},
     },
     # Two nodes with CPUs and a third with memory only (CXL), which has no CPUs.
     "memory-only-node": {

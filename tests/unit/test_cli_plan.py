@@ -241,3 +241,21 @@ def test_plan_numa_error(host: dict[str, Path], capsys: pytest.CaptureFixture[st
             "--bundle", str(host["bundle"])]
     assert main(argv) == EXIT_PYKATA_ERROR
     assert "numa_mapping entry '7': host has nodes 0" in capsys.readouterr().err
+
+
+def test_plan_gpu_bundle(host: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """A bundle passing through a GPU on host node 1 (IOMMU group 40): right-sized onto
+    node 1 (not node 0, the first that fits), the device behind guest node 0's expander."""
+    doc = json.loads((host["bundle"] / "config.json").read_text())
+    doc["linux"]["devices"] = [{"path": "/dev/vfio/vfio"}, {"path": "/dev/vfio/40"}]
+    (host["bundle"] / "config.json").write_text(json.dumps(doc))
+    out = json.loads(_numa_plan(host, capsys, "two-socket-8gpu",
+                                "enable_numa = true\ndefault_maxvcpus = 4\n", "--json"))
+    assert [n["host_nodes"] for n in out["numa"]] == [[1]]
+    assert out["devices"] == [{"bdf": "0000:9a:00.0", "host_node": 1, "guest_node": 0,
+                               "bus": "rp-numa0-0"}]
+    argv = " ".join(out["qemu_argv"])
+    assert "pxb-pcie,id=pxb-numa0,bus=pcie.0,bus_nr=32,numa_node=0" in argv
+    assert "vfio-pci,host=0000:9a:00.0,bus=rp-numa0-0" in argv
+    table = _numa_plan(host, capsys, "two-socket-8gpu", "")
+    assert "device 0000:9a:00.0 host node 1, guest node 0, root port rp-numa0-0" in table

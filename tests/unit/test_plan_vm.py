@@ -172,3 +172,12 @@ def test_guest_spec_clears_cpus_and_translates_mems() -> None:
     assert _cpu_in_guest({"cpus": "4", "mems": "0"}, numa) == {}   # no guest node there
     assert _cpu_in_guest({"cpus": "4", "mems": "1"}, None) == {}    # no guest NUMA
     assert _cpu_in_guest({"quota": 5000}, None) == {"quota": 5000}
+
+
+def test_guest_spec_drops_vfio_device_nodes() -> None:
+    doc = default_spec(["true"])
+    doc["linux"]["devices"] = [{"path": "/dev/vfio/40", "type": "c"},
+                               {"path": "/dev/fuse", "type": "c"}]
+    plan = plan_guest_spec(doc, "c1")
+    assert plan.doc["linux"]["devices"] == [{"path": "/dev/fuse", "type": "c"}]
+    assert any("/dev/vfio/40: passed through" in w for w in plan.warnings)

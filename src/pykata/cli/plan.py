@@ -22,6 +22,7 @@ from pykata.domain.errors import SpecError
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts, read_sysfs_sizes
 from pykata.host.qemu_caps import qemu_devices
+from pykata.plan.pci import vfio_groups
 from pykata.plan.sizing import Limits, workload_limits
 from pykata.plan.vm import VmPlan, plan_qemu_argv, plan_vm
 
@@ -56,7 +57,8 @@ def _annotations(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _bundle_inputs(args: argparse.Namespace, cfg: Config) -> tuple[Config, Limits, list[str]]:
+def _bundle_inputs(args: argparse.Namespace, cfg: Config
+                   ) -> tuple[Config, Limits, list[str], tuple[int, ...]]:
     path = os.path.join(args.bundle, "config.json")
     doc = _read_json(path)
     if not isinstance(doc, dict):
@@ -68,7 +70,8 @@ def _bundle_inputs(args: argparse.Namespace, cfg: Config) -> tuple[Config, Limit
     before = len(cfg.warnings)
     if annotations:
         cfg = apply_annotations(cfg, annotations)
-    return cfg, workload_limits(doc, path), list(cfg.warnings[before:])
+    return (cfg, workload_limits(doc, path), list(cfg.warnings[before:]),
+            vfio_groups(doc, path))
 
 
 def _pod_inputs(args: argparse.Namespace) -> tuple[Limits, list[str], str]:
@@ -82,8 +85,9 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(getattr(args, "config", None))
     warnings = list(cfg.warnings)
     name = ""
+    groups: tuple[int, ...] = ()
     if args.bundle:
-        cfg, workload, more = _bundle_inputs(args, cfg)
+        cfg, workload, more, groups = _bundle_inputs(args, cfg)
     else:
         workload, more, name = _pod_inputs(args)
     warnings += more
@@ -93,7 +97,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         facts = dataclasses.replace(facts, online_cpus=cpus, mem_total_mib=mib)
     devices = qemu_devices(cfg.hypervisor.path, cfg.image.dir)
     plan = plan_vm(cfg, facts, "plan", os.path.join(cfg.runtime.state_dir, "plan"),
-                   devices=devices, workload=workload, resizable=not args.run)
+                   devices=devices, workload=workload, resizable=not args.run,
+                   vfio_groups=groups)
     out = _document(plan, warnings)
     if args.pod:
         out["pod"] = name
@@ -103,7 +108,6 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 
 def _document(plan: VmPlan, warnings: list[str]) -> dict[str, Any]:
     s = plan.sizing
-    numa = plan.numa.to_json() if plan.numa else {"nodes": None, "devices": []}
     return {
         "vcpus": s.vcpus, "max_vcpus": s.max_vcpus,
         "memory_mib": s.memory_mib, "max_memory_mib": s.max_memory_mib,
@@ -112,8 +116,8 @@ def _document(plan: VmPlan, warnings: list[str]) -> dict[str, Any]:
                                     else None),
         "warnings": [*warnings, *s.warnings, *(plan.numa.warnings if plan.numa else ())],
         "reasons": list(plan.reasons),
-        "numa": numa["nodes"],
-        "devices": numa["devices"],
+        "numa": plan.numa.to_json()["nodes"] if plan.numa else None,
+        "devices": [d.to_json() for d in plan.passthrough],
     }
 
 
@@ -146,6 +150,9 @@ def _table(doc: dict[str, Any]) -> str:
         rows.append(("pod overhead", f"cpu {doc['overhead']['cpu']}, memory "
                      f"{doc['overhead']['memory']} (RuntimeClass overhead.podFixed)"))
     rows += _numa_rows(doc)
+    rows += [(f"device {d['bdf']}", f"host node {d['host_node']}, guest node "
+              f"{'-' if d['guest_node'] is None else d['guest_node']}, root port {d['bus']}")
+             for d in doc["devices"]]
     from pykata.plan.qemu import format_argv
 
     lines = [f"{k:<15} {v}" for k, v in rows]

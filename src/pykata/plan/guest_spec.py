@@ -15,6 +15,7 @@ from typing import Any
 
 from pykata.domain.cpuset import CpuSet, CpuSetError
 from pykata.plan.numa import NumaPlan, guest_mems
+from pykata.plan.pci import VFIO_DIR
 from pykata.plan.vm import GUEST_SHARED_DIR
 
 _GUEST_FS_TYPES = {"proc", "tmpfs", "devpts", "mqueue", "sysfs", "cgroup", "cgroup2"}
@@ -63,9 +64,23 @@ def plan_guest_spec(doc: Mapping[str, Any], container_id: str,
         namespaces.append({"type": ns.get("type")})
     linux["namespaces"] = namespaces
     linux["cgroupsPath"] = f"/pykata/{container_id}"
+    _drop_vfio(linux, plan)
     _guest_cpuset(linux, numa)
     out["linux"] = linux
     return plan
+
+
+def _drop_vfio(linux: dict[str, Any], plan: GuestSpec) -> None:
+    devices = linux.get("devices")
+    if not isinstance(devices, list):
+        return
+    vfio = [d for d in devices if isinstance(d, Mapping) and
+            str(d.get("path", "")).startswith(VFIO_DIR)]
+    if vfio:
+        linux["devices"] = [d for d in devices if d not in vfio]
+        plan.warnings.append(f"devices {', '.join(str(d['path']) for d in vfio)}: passed "
+                             "through to the VM as PCI devices; the guest's driver makes "
+                             "their device nodes")
 
 
 def _guest_cpuset(linux: dict[str, Any], numa: NumaPlan | None) -> None:

@@ -222,6 +222,38 @@ class VirtioFs:
                 "-device", f"vhost-user-fs-{self.bus},chardev=fs0,tag={self.tag},queue-size=1024"]
 
 
+@dataclass(frozen=True)
+class PxbPcie:
+    """A PCIe expander bus on the root bus, on guest NUMA node `numa_node`."""
+
+    id: str
+    bus_nr: int
+    numa_node: int
+
+    def args(self) -> list[str]:
+        return ["-device", f"pxb-pcie,id={self.id},bus=pcie.0,bus_nr={self.bus_nr},"
+                f"numa_node={self.numa_node}"]
+
+
+@dataclass(frozen=True)
+class RootPort:
+    id: str
+    bus: str          # pcie.0 or a pxb-pcie
+    chassis: int      # unique per root port
+
+    def args(self) -> list[str]:
+        return ["-device", f"pcie-root-port,id={self.id},bus={self.bus},chassis={self.chassis}"]
+
+
+@dataclass(frozen=True)
+class VfioPci:
+    host: str         # the host device's BDF
+    bus: str          # its root port
+
+    def args(self) -> list[str]:
+        return ["-device", f"vfio-pci,host={self.host},bus={self.bus}"]
+
+
 def build_argv(binary: str, options: Iterable[QemuOption]) -> list[str]:
     argv = [binary]
     for option in options:

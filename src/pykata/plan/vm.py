@@ -13,6 +13,7 @@ from pykata.domain.host import HostFacts
 from pykata.plan import qemu
 from pykata.plan.arch import ArchProfile, plan_arch, plan_machine
 from pykata.plan.numa import NumaPlan, numa_options, plan_numa
+from pykata.plan.pci import Passthrough, expanders, plan_passthrough, vfio_bdfs
 from pykata.plan.sizing import Limits, SizingPlan, plan_sizing
 
 SHARED_TAG = "pykatafs"
@@ -44,6 +45,7 @@ class VmPlan:
     console_log: str
     reasons: tuple[str, ...]
     numa: NumaPlan | None = None    # None: one memory backend, no guest NUMA nodes
+    passthrough: tuple[Passthrough, ...] = ()   # VFIO devices
 
     @property
     def vcpus(self) -> int:
@@ -91,11 +93,12 @@ def check_state_dir(state_dir: str) -> None:
 def plan_vm(
     cfg: Config, facts: HostFacts, sandbox_id: str, state_dir: str, guest_cid: int = 3,
     devices: frozenset[str] = frozenset(), workload: Limits = NO_LIMITS,
-    resizable: bool = True,
+    resizable: bool = True, vfio_groups: tuple[int, ...] = (),
 ) -> VmPlan:
     """`devices`: what the QEMU binary offers (none: no hotplug, sized statically);
     `workload`: the limits known at boot (sandbox annotations or the one container's);
-    `resizable`: whether containers may come and go (false for `pykata run`)."""
+    `resizable`: whether containers may come and go (false for `pykata run`);
+    `vfio_groups`: the IOMMU groups passed through (the spec's /dev/vfio/<group>)."""
     check_state_dir(state_dir)
     hv = cfg.hypervisor
     accel, accel_reason = plan_accel(hv.accel, facts)
@@ -105,8 +108,9 @@ def plan_vm(
                          resizable=resizable, accel=accel)
     if hv.enable_numa and facts.topology_error:
         raise NumaError("enable_numa", True, facts.topology_error)
+    bdfs = vfio_bdfs(vfio_groups, facts.topology, "config.json")
     numa = plan_numa(sizing.vcpus, sizing.max_vcpus, sizing.memory_mib, facts.topology,
-                     hv.enable_numa, hv.numa_mapping)
+                     hv.enable_numa, hv.numa_mapping, bdfs)
     image = cfg.image.dir.rstrip("/") + "/image"
     return VmPlan(
         sandbox_id=sandbox_id,
@@ -129,6 +133,7 @@ def plan_vm(
         reasons=(f"accel {accel}: {accel_reason}", machine_reason, *sizing.reasons,
                  *(numa.reasons if numa else ())),
         numa=numa,
+        passthrough=plan_passthrough(bdfs, numa, facts.topology),
     )
 
 
@@ -152,6 +157,15 @@ def _ram_options(plan: VmPlan) -> list[qemu.QemuOption]:
     return numa_options(plan.numa)
 
 
+def _pci_options(plan: VmPlan) -> list[qemu.QemuOption]:
+    """Per passthrough device a root port of its own (behind its guest node's expander)."""
+    options: list[qemu.QemuOption] = [qemu.PxbPcie(*e) for e in expanders(plan.passthrough)]
+    for chassis, d in enumerate(plan.passthrough, start=1):
+        options += [qemu.RootPort(d.bus, d.expander or "pcie.0", chassis),
+                    qemu.VfioPci(d.bdf, d.bus)]
+    return options
+
+
 def plan_qemu_argv(plan: VmPlan, qmp_fd: int, agent_fd: int | None,
                    inspect_fd: int | None = None) -> list[str]:
     """The QEMU command line; `qmp_fd`/`agent_fd`/`inspect_fd` are listening sockets QEMU
@@ -172,6 +186,7 @@ def plan_qemu_argv(plan: VmPlan, qmp_fd: int, agent_fd: int | None,
         *([qemu.QmpMonitor(inspect_fd, "qmp-inspect")] if inspect_fd is not None else []),
         qemu.SerialConsole(plan.console_log),
         qemu.VirtioFs(plan.virtiofs_socket, SHARED_TAG, bus),
+        *_pci_options(plan),
     ]
     if plan.transport == "vsock":
         options.append(qemu.Vsock(plan.guest_cid, bus))

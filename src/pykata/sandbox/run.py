@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pykata.domain.config import Config
 from pykata.domain.host import HostFacts
 from pykata.domain.spec import Spec
+from pykata.plan.pci import vfio_groups
 from pykata.plan.sizing import Limits
 from pykata.plan.vm import NO_LIMITS
 from pykata.sandbox.agent_client import AgentClient
@@ -61,7 +62,8 @@ async def run_container(
     workload: Limits = NO_LIMITS,
 ) -> int:
     # One container for the VM's whole life: sized at boot, no hotplug headroom.
-    sandbox = Sandbox(cfg, facts, workload=workload, resizable=False)
+    sandbox = Sandbox(cfg, facts, workload=workload, resizable=False,
+                      vfio_groups=vfio_groups(spec.doc, "config.json"))
     for warning in sandbox.plan.sizing.warnings:
         on_warning(warning)
     try:

@@ -22,6 +22,7 @@ from pykata.domain.errors import HostError, ProtocolError, PykataError, SpecErro
 from pykata.domain.host import HostFacts
 from pykata.domain.spec import Spec
 from pykata.host import mounts
+from pykata.host.vfio import check_vfio_ready
 from pykata.plan.guest_spec import plan_guest_spec
 from pykata.plan.pinning import check_cpusets, host_cpu_set
 from pykata.plan.sizing import Limits, ResizeTarget
@@ -55,16 +56,18 @@ class Container:
 class Sandbox:
     def __init__(self, cfg: Config, facts: HostFacts, sandbox_id: str | None = None,
                  devices: frozenset[str] = frozenset(), workload: Limits = NO_LIMITS,
-                 resizable: bool = True) -> None:
+                 resizable: bool = True, vfio_groups: tuple[int, ...] = ()) -> None:
         """`devices`: the QEMU binary's (none: sized statically, no hotplug headroom);
-        `workload`: the limits known at boot; `resizable`: containers may come and go."""
+        `workload`: the limits known at boot; `resizable`: containers may come and go;
+        `vfio_groups`: IOMMU groups passed through to the VM (the spec's /dev/vfio/<g>)."""
         self.id = ids.check_id("sandbox id", sandbox_id or uuid.uuid4().hex)
         self.cfg = cfg
         self.state_dir = os.path.join(cfg.runtime.state_dir, self.id)
         self.shared_dir = os.path.join(self.state_dir, "shared")
         self.plan: VmPlan = plan_vm(cfg, facts, self.id, self.state_dir,
                                     guest_cid=random_guest_cid(), devices=devices,
-                                    workload=workload, resizable=resizable)
+                                    workload=workload, resizable=resizable,
+                                    vfio_groups=vfio_groups)
         self.state = SandboxState.CREATED
         self.containers: dict[str, Container] = {}
         self.vm: vmm.Vm | None = None
@@ -114,6 +117,7 @@ class Sandbox:
         mounts.make_shared_bind(self.shared_dir)
         self._stack.callback(mounts.unmount, self.shared_dir)
         self._stack.callback(self._unshare_all)
+        check_vfio_ready(tuple(d.bdf for d in self.plan.passthrough))
         hv = self.cfg.hypervisor
         vm = await vmm.launch(self.plan, self.state_dir, self.shared_dir,
                               hv.virtio_fs_daemon, hv.virtio_fs_cache)
