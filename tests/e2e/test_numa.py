@@ -7,11 +7,16 @@ spanning several host nodes is checked by the plan tests over recorded hosts.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from e2e_support import Pykata
 
+from pykata.domain.spec import default_spec
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts
 from pykata.host.qemu_caps import qemu_devices
@@ -80,3 +85,51 @@ def test_resizable_sandbox_with_guest_nodes_grows(pykata: Pykata, tmp_path: Path
     (boot_cpus, boot_mib), (cpus, mib) = asyncio.run(_boot_and_grow(sandbox))
     assert (boot_cpus, cpus) == (1, 2)
     assert mib > boot_mib
+
+
+PCI_SHOW = ("for d in /sys/bus/pci/devices/*; do echo \"$(basename $d) $(cat $d/vendor) "
+            "$(cat $d/device) $(cat $d/numa_node)\"; done; ls -d /sys/devices/system/node/node*")
+VIRTIO_RNG = ("0x1af4", "0x1044")   # vendor, device of a modern virtio-rng-pci
+
+
+def _stand_in_gpu_run(pykata: Pykata, tmp_path: Path, qemu: str) -> list[list[str]]:
+    config = tmp_path / "gpu.toml"
+    config.write_text(pykata.config.read_text() + f"[hypervisor.qemu]\n{qemu}")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    spec = default_spec(["sh", "-c", PCI_SHOW])
+    spec["root"]["path"] = str(pykata.image_dir / "rootfs" / "busybox")
+    spec["linux"]["devices"] = [{"path": "/dev/vfio/77", "type": "c", "major": 241,
+                                 "minor": 0}]
+    (bundle / "config.json").write_text(json.dumps(spec))
+    env = {**os.environ, "PYKATA_CONF_FILE": str(config)}
+    r = subprocess.run([sys.executable, str(Path(__file__).parent / "stand_in_gpu.py"), "run",
+                        "--bundle", str(bundle)], capture_output=True, timeout=120, env=env,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr.decode()
+    return [line.split() for line in r.stdout.decode().splitlines()]
+
+
+def test_gpu_behind_pxb_reports_its_guest_node(pykata: Pykata, tmp_path: Path) -> None:
+    """Scenario 3 in a real VM: a (simulated) two-node host, too big a sandbox for one node:
+    two guest nodes, and the stand-in GPU of host node 1 sits behind a pxb-pcie whose
+    numa_node the guest reads as 1."""
+    rows = _stand_in_gpu_run(pykata, tmp_path, "default_vcpus = 2\nenable_numa = true\n")
+    nodes = [r[0] for r in rows if len(r) == 1]
+    assert [n.rsplit("/", 1)[1] for n in nodes] == ["node0", "node1"]
+    gpu = [r for r in rows if len(r) == 4 and tuple(r[1:3]) == VIRTIO_RNG]
+    assert len(gpu) == 1 and gpu[0][3] == "1", rows
+    # The devices on the root bus belong to no node; the expander's root port is on node 1.
+    assert {r[3] for r in rows if len(r) == 4 and r[0].startswith("0000:00:")} == {"-1"}
+    assert {r[3] for r in rows if len(r) == 4 and not r[0].startswith("0000:00:")} == {"1"}
+
+
+def test_gpu_right_sized_onto_its_node(pykata: Pykata, tmp_path: Path) -> None:
+    """Scenario 4 in a real VM: a sandbox that fits one node collapses to the GPU's node
+    (host node 1, not node 0, the first that fits): one guest node, the GPU on it."""
+    rows = _stand_in_gpu_run(pykata, tmp_path,
+                             "default_vcpus = 1\ndefault_maxvcpus = 1\ndefault_memory = 512\n"
+                             "enable_numa = true\n")
+    assert [r[0].rsplit("/", 1)[1] for r in rows if len(r) == 1] == ["node0"]
+    gpu = [r for r in rows if len(r) == 4 and tuple(r[1:3]) == VIRTIO_RNG]
+    assert len(gpu) == 1 and gpu[0][3] == "0", rows

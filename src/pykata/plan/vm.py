@@ -186,11 +186,13 @@ def plan_qemu_argv(plan: VmPlan, qmp_fd: int, agent_fd: int | None,
         *([qemu.QmpMonitor(inspect_fd, "qmp-inspect")] if inspect_fd is not None else []),
         qemu.SerialConsole(plan.console_log),
         qemu.VirtioFs(plan.virtiofs_socket, SHARED_TAG, bus),
-        *_pci_options(plan),
     ]
     if plan.transport == "vsock":
         options.append(qemu.Vsock(plan.guest_cid, bus))
     else:
         assert agent_fd is not None, "virtio-serial transport needs the agent socket fd"
         options.append(qemu.AgentSerialPort(agent_fd, bus=bus))
+    # Last: QEMU puts a device given no bus on the newest PCIe bus, and a pxb-pcie takes
+    # only root ports.
+    options += _pci_options(plan)
     return qemu.build_argv(plan.binary, options)
