@@ -59,32 +59,43 @@ def test_right_sized_to_the_one_host_node(pykata: Pykata, tmp_path: Path) -> Non
     assert 1800 < nodes[0][3] <= 2048, nodes
 
 
-async def _boot_and_grow(sandbox: Sandbox) -> tuple[tuple[int, int], tuple[int, int]]:
+async def _boot_and_grow(sandbox: Sandbox) -> tuple[tuple[int, int], tuple[int, int],
+                                                    list[tuple[int, int]]]:
     await sandbox.start()
     try:
         boot = await sandbox.agent.guest_details()
-        await sandbox.resize([Limits(vcpus=1, memory_mib=256)])
+        await sandbox.resize([Limits(vcpus=1, memory_mib=512)])
         grown = await sandbox.agent.guest_details()
+        assert sandbox.vm is not None
+        devices = await sandbox.vm.qmp.execute("query-memory-devices")
+        nodes = [(d["data"]["node"], (d["data"].get("requested-size") or d["data"]["size"])
+                  >> 20) for d in devices]  # type: ignore[attr-defined]
         return ((boot.online_cpus, boot.mem_total_bytes >> 20),
-                (grown.online_cpus, grown.mem_total_bytes >> 20))
+                (grown.online_cpus, grown.mem_total_bytes >> 20), sorted(nodes))
     finally:
         await sandbox.stop()
 
 
-def test_resizable_sandbox_with_guest_nodes_grows(pykata: Pykata, tmp_path: Path) -> None:
-    """Hotplug headroom and NUMA together: vCPU 1's slot is on guest node 1 from boot."""
+@pytest.mark.parametrize("mechanism", ["pc-dimm", "virtio-mem"])
+def test_resizable_sandbox_with_guest_nodes_grows_balanced(pykata: Pykata, tmp_path: Path,
+                                                           mechanism: str) -> None:
+    """Hotplug and NUMA together: vCPU 1's slot is on guest node 1 from boot, and +512 MiB
+    lands half on each guest node (a DIMM each, or each node's virtio-mem device)."""
     config = tmp_path / "numa.toml"
     config.write_text(pykata.config.read_text() + "[hypervisor.qemu]\ndefault_memory = 256\n"
                       "default_maxmemory = 1280\nenable_numa = true\n"
-                      'numa_mapping = ["0", "0"]\n')
+                      'numa_mapping = ["0", "0"]\n'
+                      f"enable_virtio_mem = {str(mechanism == 'virtio-mem').lower()}\n")
     cfg = load_config(str(config))
     sandbox = Sandbox(cfg, read_host_facts(),
                       devices=qemu_devices(cfg.hypervisor.path, cfg.image.dir))
     assert sandbox.plan.numa is not None
+    assert sandbox.plan.sizing.memory_hotplug == mechanism
     assert [n.vcpus for n in sandbox.plan.numa.nodes] == [(0,), (1,)]
-    (boot_cpus, boot_mib), (cpus, mib) = asyncio.run(_boot_and_grow(sandbox))
+    (boot_cpus, boot_mib), (cpus, mib), nodes = asyncio.run(_boot_and_grow(sandbox))
     assert (boot_cpus, cpus) == (1, 2)
-    assert mib > boot_mib
+    assert mib - boot_mib >= 512 - 8, (boot_mib, mib)
+    assert nodes == [(0, 256), (1, 256)]
 
 
 PCI_SHOW = ("for d in /sys/bus/pci/devices/*; do echo \"$(basename $d) $(cat $d/vendor) "

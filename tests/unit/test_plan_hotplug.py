@@ -14,6 +14,7 @@ from pykata.plan.hotplug import (
     QmpStep,
     plan_hotplug,
 )
+from pykata.plan.numa import NumaPlan
 from pykata.plan.sizing import ResizeTarget, SizingPlan
 
 MiB = 1 << 20
@@ -141,3 +142,69 @@ def test_plan_prints() -> None:
     plan: HotplugPlan = plan_hotplug(SIZING, state(), ResizeTarget(2, 256))
     assert str(plan.steps[0]) == ("device_add(driver=qemu64-x86_64-cpu, id=cpu-0, core-id=0, "
                                   "socket-id=1, thread-id=0)")
+
+
+# ---- guest NUMA nodes: hot-plugged memory gets a node ----------------------------------------
+
+def _numa(shares: tuple[int, ...] = (128, 128)) -> NumaPlan:
+    from pykata.domain.cpuset import CpuSet
+    from pykata.plan.numa import GuestNode
+
+    return NumaPlan(tuple(GuestNode(g, CpuSet([g]), CpuSet([g]), (g,), mib)
+                          for g, mib in enumerate(shares)), ((10, 20), (20, 10)))
+
+
+def numa_dimm(slot_no: int, mib: int, node: int) -> list[QmpStep]:
+    return [QmpStep("object-add", {"qom-type": "memory-backend-memfd", "id": f"mem{slot_no}",
+                                   "size": mib * MiB, "share": True, "host-nodes": [node],
+                                   "policy": "bind"}),
+            QmpStep("device_add", {"driver": "pc-dimm", "id": f"dimm{slot_no}",
+                                   "memdev": f"mem{slot_no}", "node": node})]
+
+
+NUMA_CASES = {
+    # name: (state, target MiB, steps)
+    "even growth: a DIMM per node": (state(), 256 + 512, numa_dimm(1, 256, 0)
+                                     + numa_dimm(2, 256, 1)),
+    "one block: the lower node": (state(), 256 + 128, numa_dimm(1, 128, 0)),
+    "node 0 ahead: node 1 catches up": (
+        replace(state(dimms=(("dimm1", 256),)), dimm_nodes=(0,)), 256 + 256 + 256,
+        numa_dimm(2, 256, 1)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NUMA_CASES))
+def test_pc_dimm_with_guest_nodes(case: str) -> None:
+    st, mib, steps = NUMA_CASES[case]
+    sizing = replace(SIZING, memory_slots=4)
+    plan = plan_hotplug(sizing, st, ResizeTarget(st.vcpus, mib), _numa())
+    assert list(plan.steps) == steps
+    assert plan.memory_mib == mib
+
+
+def test_pc_dimm_with_more_nodes_due_than_slots_puts_the_rest_on_one() -> None:
+    plan = plan_hotplug(SIZING, state(dimms=(("dimm1", 128),)), ResizeTarget(1, 256 + 128 + 512),
+                        _numa())
+    assert list(plan.steps) == numa_dimm(2, 512, 0)
+    assert any("1 memory slots are free" in r for r in plan.reasons)
+
+
+def set_size(node: int, mib: int) -> QmpStep:
+    return QmpStep("qom-set", {"path": f"/machine/peripheral/virtiomem{node}",
+                               "property": "requested-size", "value": mib * MiB})
+
+
+def test_virtio_mem_per_guest_node() -> None:
+    from pykata.plan.hotplug import virtio_mem_devices
+
+    devices = virtio_mem_devices(VIRTIO, _numa(), 128)
+    assert [(d.id, d.region_mib, d.node, d.host_nodes) for d in devices] == [
+        ("virtiomem0", 1024, 0, (0,)), ("virtiomem1", 1024, 1, (1,))]
+    grow = plan_hotplug(VIRTIO, state(), ResizeTarget(1, 256 + 384), _numa())
+    assert list(grow.steps) == [set_size(0, 256), set_size(1, 128)]
+    now = replace(state(virtio_mem=384), virtio_mem=(("virtiomem0", 256), ("virtiomem1", 128)))
+    more = plan_hotplug(VIRTIO, now, ResizeTarget(1, 256 + 512), _numa())
+    assert list(more.steps) == [set_size(1, 256)]      # node 0 already has its share
+    shrink = plan_hotplug(VIRTIO, now, ResizeTarget(1, 256), _numa())
+    assert list(shrink.steps) == [set_size(0, 0), set_size(1, 0)]
+    assert shrink.memory_mib == 256

@@ -89,17 +89,23 @@ class Memory:
 
 @dataclass(frozen=True)
 class VirtioMem:
-    """A virtio-mem device that can plug up to `size_mib`, none of it at boot."""
+    """A virtio-mem device that can plug up to `size_mib`, none of it at boot; with `node`,
+    on that guest node, its memory bound to `host_nodes`."""
 
     id: str
     size_mib: int
     bus: str = "pci"
+    node: int | None = None
+    host_nodes: tuple[int, ...] = ()
 
     def args(self) -> list[str]:
+        bind = f",{_repeat('host-nodes', self.host_nodes)},policy=bind" \
+            if self.host_nodes else ""
+        node = f",node={self.node}" if self.node is not None else ""
         return ["-object", f"memory-backend-memfd,id={self.id}-mem,size={self.size_mib}M,"
-                "share=on",
-                "-device", f"virtio-mem-{self.bus},id={self.id},memdev={self.id}-mem,"
-                "requested-size=0"]
+                f"share=on{bind}",
+                "-device", f"virtio-mem-{self.bus},id={self.id},memdev={self.id}-mem"
+                f"{node},requested-size=0"]
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ from pykata.domain.errors import ConfigError, NumaError
 from pykata.domain.host import HostFacts
 from pykata.plan import qemu
 from pykata.plan.arch import ArchProfile, plan_arch, plan_machine
+from pykata.plan.hotplug import virtio_mem_devices
 from pykata.plan.numa import NumaPlan, numa_options, plan_numa
 from pykata.plan.pci import Passthrough, expanders, plan_passthrough, vfio_bdfs
-from pykata.plan.sizing import Limits, SizingPlan, plan_sizing
+from pykata.plan.sizing import HOTPLUG_BLOCK_MIB, Limits, SizingPlan, plan_sizing
 
 SHARED_TAG = "pykatafs"
 NO_LIMITS = Limits()
@@ -144,8 +145,8 @@ def _memory_options(plan: VmPlan) -> list[qemu.QemuOption]:
     memory: list[qemu.QemuOption] = [qemu.Memory(s.memory_mib, s.memory_slots,
                                                  s.max_memory_mib)]
     if s.memory_hotplug == "virtio-mem":
-        memory.append(qemu.VirtioMem("virtiomem0", s.max_memory_mib - s.memory_mib,
-                                     plan.arch.bus))
+        memory += [qemu.VirtioMem(d.id, d.region_mib, plan.arch.bus, d.node, d.host_nodes)
+                   for d in virtio_mem_devices(s, plan.numa, HOTPLUG_BLOCK_MIB)]
     return memory
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pykata.plan.hotplug import MIB, HotplugError, plan_hotplug
+from pykata.plan.numa import NumaPlan
 from pykata.plan.sizing import HOTPLUG_BLOCK_MIB, Limits, ResizeTarget, SizingPlan, plan_resize
 from pykata.sandbox.agent_client import AgentClient
 from pykata.vmm import hotplug
@@ -28,6 +29,7 @@ SHRINK_SLACK = 4 * MIB
 class Resizer:
     sizing: SizingPlan
     size: ResizeTarget          # what the VM has now
+    numa: NumaPlan | None = None  # guest nodes: hot-plugged memory gets one
     block_mib: int = 0          # the guest's memory block size, asked at the first resize
     # (VM memory MiB, guest MemTotal bytes) at the last look: the guest keeps some memory
     # for itself, so the MemTotal to wait for is the last one seen plus the change.
@@ -51,7 +53,7 @@ class Resizer:
             self.block_mib = (details.mem_block_size_bytes // MIB) or HOTPLUG_BLOCK_MIB
             self.seen = (self.size.memory_mib, details.mem_total_bytes)
         state = await hotplug.read_state(qmp, self.block_mib)
-        plan = plan_hotplug(self.sizing, state, target)
+        plan = plan_hotplug(self.sizing, state, target, self.numa)
         reasons = target.reasons + plan.reasons
         if not plan.steps:
             self.size = ResizeTarget(plan.vcpus, plan.memory_mib, reasons)

@@ -72,7 +72,8 @@ class Sandbox:
         self.containers: dict[str, Container] = {}
         self.vm: vmm.Vm | None = None
         sizing = self.plan.sizing
-        self._resizer = Resizer(sizing, ResizeTarget(sizing.vcpus, sizing.memory_mib))
+        self._resizer = Resizer(sizing, ResizeTarget(sizing.vcpus, sizing.memory_mib),
+                                self.plan.numa)
         self._facts = facts
         self._check_cpusets([workload], "sandbox")
         self._cpusets = [workload.cpuset]

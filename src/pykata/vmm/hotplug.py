@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from qemu.qmp.error import QMPError
 
 from pykata.domain.errors import VmmError
-from pykata.plan.hotplug import MIB, VIRTIO_MEM_ID, CpuSlot, HotplugState, QmpStep
+from pykata.plan.hotplug import MIB, VIRTIO_MEM_PREFIX, CpuSlot, HotplugState, QmpStep
 
 
 class Qmp(Protocol):
@@ -60,12 +60,14 @@ def parse_cpu_slots(reply: object) -> tuple[CpuSlot, ...]:
     return tuple(slots)
 
 
-def parse_memory_devices(reply: object) -> tuple[tuple[tuple[str, int], ...], int]:
-    """(pc-dimms as (id, MiB), virtio-mem requested size in MiB)."""
+def parse_memory_devices(reply: object) -> tuple[
+        tuple[tuple[str, int], ...], tuple[int, ...], tuple[tuple[str, int], ...]]:
+    """(pc-dimms as (id, MiB), their guest nodes, virtio-mem devices as (id, requested
+    MiB))."""
     command = "query-memory-devices"
     if not isinstance(reply, list):
         raise _bad(command, "expected a list, got", reply)
-    dimms, virtio_mem = [], 0
+    dimms, nodes, virtio_mem = [], [], []
     for entry in reply:
         data: Any = entry.get("data") if isinstance(entry, dict) else None
         if not isinstance(data, dict):
@@ -76,16 +78,19 @@ def parse_memory_devices(reply: object) -> tuple[tuple[tuple[str, int], ...], in
             if not isinstance(size, int) or not isinstance(data.get("id"), str):
                 raise _bad(command, "dimm", data)
             dimms.append((data["id"], size // MIB))
-        elif kind == "virtio-mem" and data.get("id") == VIRTIO_MEM_ID:
+            nodes.append(data.get("node", 0) if isinstance(data.get("node"), int) else 0)
+        elif kind == "virtio-mem" and str(data.get("id")).startswith(VIRTIO_MEM_PREFIX):
             size = data.get("requested-size")
             if not isinstance(size, int):
                 raise _bad(command, "virtio-mem", data)
-            virtio_mem = size // MIB
-    return tuple(dimms), virtio_mem
+            virtio_mem.append((data["id"], size // MIB))
+    return tuple(dimms), tuple(nodes), tuple(virtio_mem)
 
 
 async def read_state(qmp: Qmp, block_mib: int) -> HotplugState:
     """The VM's hotplug state now; `block_mib` is the guest's memory block size."""
     slots = parse_cpu_slots(await execute(qmp, "query-hotpluggable-cpus"))
-    dimms, virtio_mem = parse_memory_devices(await execute(qmp, "query-memory-devices"))
-    return HotplugState(slots, dimms, virtio_mem, block_mib)
+    dimms, nodes, virtio_mem = parse_memory_devices(
+        await execute(qmp, "query-memory-devices"))
+    return HotplugState(slots, dimms, sum(m for _, m in virtio_mem), block_mib, nodes,
+                        virtio_mem)
