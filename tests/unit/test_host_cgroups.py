@@ -196,3 +196,18 @@ def test_v2_threaded_subtree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     # The vCPU thread went up to its threaded domain first, then everything to the root.
     assert sorted(fake.members(f"{tmp_path}/v2")) == [10, 11, 20]
     assert not (tmp_path / "v2" / "k").exists()
+
+
+def test_clear_sandbox_removes_the_recorded_cgroups(tmp_path: Path) -> None:
+    from pykata.sandbox.leftovers import clear_sandbox
+
+    state = tmp_path / "state"
+    state.mkdir()
+    mount = tmp_path / "cpu"
+    (mount / "pykata" / "sb1").mkdir(parents=True)
+    for created in (cg.Created(str(mount), str(mount / "pykata"), own=False),
+                    cg.Created(str(mount), str(mount / "pykata" / "sb1"))):
+        cg._record(str(state / cg.RECORD_FILE), created)
+    done = clear_sandbox(str(state))
+    assert f"removed cgroup {mount}/pykata/sb1" in done
+    assert not (mount / "pykata").exists() and not state.exists()
