@@ -120,12 +120,16 @@ def test_v2_threaded_subtree(threaded_child: subprocess.Popen[bytes]) -> None:
 # ---- a real VM --------------------------------------------------------------------------
 
 
-def test_vm_vcpu_threads_in_the_sandbox_cgroup(pykata: Pykata, tmp_path: Path) -> None:
+@pytest.mark.parametrize("only", [False, True], ids=["split", "sandbox_cgroup_only"])
+def test_vm_vcpu_threads_in_the_sandbox_cgroup(pykata: Pykata, tmp_path: Path,
+                                               only: bool) -> None:
     layout = read_layout()
     if layout is None or layout.version != 1:
         pytest.skip("this test is for a cgroup v1 host")
     config = tmp_path / "vm.toml"
-    config.write_text(pykata.config.read_text() + "[hypervisor.qemu]\ndefault_vcpus = 2\n")
+    config.write_text(pykata.config.read_text().replace(
+        "[runtime]\n", f"[runtime]\nsandbox_cgroup_only = {str(only).lower()}\n")
+        + "[hypervisor.qemu]\ndefault_vcpus = 2\n")
     cgroups_path = f"/pykata-test-{os.getpid()}/vm"
     sandbox = Sandbox(load_config(str(config)), read_host_facts(), resizable=False,
                       cgroups_path=cgroups_path)
@@ -149,7 +153,7 @@ def test_vm_vcpu_threads_in_the_sandbox_cgroup(pykata: Pykata, tmp_path: Path) -
     overhead = f"/pykata_overhead/{sandbox.id}"
     assert len(threads) == 2
     for tid, where in seen.items():
-        want = cgroups_path if tid in threads.values() else overhead
+        want = cgroups_path if only or tid in threads.values() else overhead
         for controller in ("cpu", "cpuset"):
             assert where[controller] == want, (tid, controller, where)
     assert set(threads.values()) < set(seen)
