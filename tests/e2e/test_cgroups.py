@@ -21,6 +21,7 @@ from pykata.host.cgroups import SandboxCgroups, read_layout
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts
 from pykata.plan.cgroups import CgroupLayout, Hierarchy, plan_cgroups
+from pykata.plan.sizing import Limits
 from pykata.sandbox.sandbox import Sandbox
 from pykata.vmm.threads import vcpu_threads
 
@@ -134,6 +135,7 @@ def test_vm_vcpu_threads_in_the_sandbox_cgroup(pykata: Pykata, tmp_path: Path,
     sandbox = Sandbox(load_config(str(config)), read_host_facts(), resizable=False,
                       cgroups_path=cgroups_path)
     seen: dict[int, dict[str, str]] = {}
+    limits: dict[str, str] = {}
 
     async def look() -> tuple[dict[int, int], int, int]:
         await sandbox.start()
@@ -145,11 +147,18 @@ def test_vm_vcpu_threads_in_the_sandbox_cgroup(pykata: Pykata, tmp_path: Path,
                 for tid in _tids(pid):
                     seen[tid] = _cgroups_of(pid, tid)
             seen[0] = _cgroups_of(os.getpid(), os.getpid())
+            # A container comes (static VM: no hotplug): the pod's cpuset and quota follow.
+            await sandbox.resize([Limits(vcpus=0.5, cpuset=CpuSet.parse("1"))])
+            for d in sandbox.cgroups.dir(cgroups_path) if sandbox.cgroups else []:
+                files = {f.name: f.read_text().strip() for f in Path(d).iterdir()
+                         if f.name in ("cpuset.cpus", "cpu.cfs_quota_us")}
+                limits.update(files)
             return threads, qemu, fsd
         finally:
             await sandbox.stop()
 
     threads, qemu, fsd = asyncio.run(look())
+    assert limits == {"cpuset.cpus": "1", "cpu.cfs_quota_us": "50000"}
     overhead = f"/pykata_overhead/{sandbox.id}"
     assert len(threads) == 2
     for tid, where in seen.items():

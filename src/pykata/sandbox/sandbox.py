@@ -67,7 +67,7 @@ class Sandbox:
         `cgroups_path`: the OCI `linux.cgroupsPath` for the host cgroups."""
         self.id = ids.check_id("sandbox id", sandbox_id or uuid.uuid4().hex)
         sandbox_cgroup_path(cgroups_path, self.id)  # a bad one is refused before anything
-        self.cgroups_path, self._cpu_limit = cgroups_path, workload.vcpus
+        self.cgroups_path = cgroups_path
         self.cgroups: SandboxCgroups | None = None
         self.cfg = cfg
         self.state_dir = os.path.join(cfg.runtime.state_dir, self.id)
@@ -84,6 +84,7 @@ class Sandbox:
         self._facts = facts
         self._check_cpusets([workload], "sandbox")
         self._cpusets = [workload.cpuset]
+        self._workload = workload
         self.placement = Placement(
             cfg.runtime.enable_vcpus_pinning,
             host_cpu_set(facts.online_cpus, [n.cpus for n in facts.topology.nodes]),
@@ -161,9 +162,16 @@ class Sandbox:
         """QEMU, virtiofsd and this process into the overhead cgroup (or the sandbox one),
         then the vCPU threads into the sandbox cgroup, which carries the pod's limits."""
         assert self.cgroups is not None
-        self.cgroups.create(vm.qemu.pid, [vm.virtiofsd.pid, os.getpid()],
-                            vcpus=self._cpu_limit)
-        self.place_vcpus((await vcpu_threads(vm.qmp, self.plan.sizing.vcpus)).values())
+        self.cgroups.create(vm.qemu.pid, [vm.virtiofsd.pid, os.getpid()])
+        await self._update_cgroups([self._workload])
+
+    async def _update_cgroups(self, containers: Sequence[Limits]) -> None:
+        """The pod's cpuset and CPU limit on the sandbox cgroup, every vCPU thread in it.
+        Before pinning: a v1 cpuset write or a move into a cpuset resets threads' affinity."""
+        assert self.vm is not None and self.cgroups is not None
+        pod = sum(containers, Limits())
+        self.cgroups.update(pod.cpuset or None, pod.mems or None, pod.vcpus)
+        self.place_vcpus((await vcpu_threads(self.vm.qmp, self.size.vcpus)).values())
 
     def place_vcpus(self, tids: Iterable[int]) -> None:
         """Move vCPU threads into the sandbox cgroup; call after a vCPU hotplug (a new vCPU
@@ -301,6 +309,7 @@ class Sandbox:
             async with self._resources:
                 size = await self._resizer.resize(self.vm.qmp, self.agent, containers)
                 self._cpusets = [c.cpuset for c in containers]
+                await self._update_cgroups(containers)
                 await self.placement.place(self.vm.qmp, self.size.vcpus, self._cpusets)
                 return size
         except VmmError as exc:
