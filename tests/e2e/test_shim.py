@@ -37,6 +37,7 @@ from containerd_support import IMAGE_PATH, IMAGE_REF, Containerd, build_busybox_
 from google.protobuf import empty_pb2
 
 import pykata
+from pykata.host.cgroups import read_layout
 from pykata.protocol.pb import shim_pb2
 from pykata.protocol.ttrpc_aio import TtrpcClient
 
@@ -485,6 +486,40 @@ def test_vm_killed_midrun(env: ShimEnv) -> None:
         assert b"exit code 255" in r.stderr, r.stderr.decode()
         assert env.status("vm1") is None
         env.ctr("container", "delete", "vm1")
+
+
+def _cpu_cgroups(pid: int, tid: int) -> tuple[str, str]:
+    """(cpu, cpuset) v1 cgroups of one thread."""
+    lines = Path(f"/proc/{pid}/task/{tid}/cgroup").read_text().splitlines()
+    found = {names: path for _, names, path in (line.split(":", 2) for line in lines)}
+    return found["cpu"], found["cpuset"]
+
+
+def test_host_cgroups_follow_the_cgroups_path(env: ShimEnv) -> None:
+    """ctr's spec has cgroupsPath /<namespace>/<id>: as many QEMU threads as the VM has
+    vCPUs are there, QEMU's other threads and the shim in the overhead cgroup; both cgroups
+    are gone once the task is deleted. (Which threads are the vCPUs only QMP says, and the
+    shim holds it: the Sandbox-level test checks the thread ids.)"""
+    layout = read_layout()
+    if layout is None or layout.version != 1:
+        pytest.skip("this test is for a cgroup v1 host")
+    sandbox = f"/{env.ctrd.namespace}/cg1"
+    dirs = [Path(h.mount + p) for h in layout.hierarchies
+            for p in (sandbox, "/pykata_overhead/cg1")]
+    with removed_after(env, "cg1"):
+        env.run("-d", IMAGE_REF, "cg1", "sleep", "1000")
+        [qemu], [shim] = env.qemu_pids(), env.shim_pids()
+        argv = Path(f"/proc/{qemu}/cmdline").read_bytes().split(b"\0")
+        vcpus = int(argv[argv.index(b"-smp") + 1].split(b",")[0])
+        where = [_cpu_cgroups(qemu, int(tid)) for tid in os.listdir(f"/proc/{qemu}/task")]
+        assert sorted(where) == sorted([(sandbox, sandbox)] * vcpus
+                                       + [("/pykata_overhead/cg1",) * 2] * (len(where) - vcpus))
+        assert _cpu_cgroups(shim, shim) == ("/pykata_overhead/cg1",) * 2
+        assert all(d.is_dir() for d in dirs)
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while [d for d in dirs if d.exists()] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [d for d in dirs if d.exists()] == []
 
 
 def test_bad_command_fails_clearly(env: ShimEnv) -> None:

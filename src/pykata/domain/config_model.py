@@ -203,8 +203,9 @@ class RuntimeConfig:
         "Size the VM once at boot (the sandbox's limits plus `overhead_vcpus` and "
         "`overhead_memory`, or the defaults where it sets none); no hotplug."))
     sandbox_cgroup_only: bool = field(default=False, metadata=_spec(
-        "Put the VM's host processes only in the sandbox's cgroup.", used=False,
-        annotation="sandbox_cgroup_only"))
+        "Put all the sandbox's host processes (QEMU, virtiofsd, the shim) in the sandbox's "
+        "cgroup; otherwise only the vCPU threads are there, the rest in "
+        "`/pykata_overhead/<id>`.", annotation="sandbox_cgroup_only"))
     internetworking_model: str = field(default="tcfilter", metadata=_spec(
         "How the VM joins the pod's network.", used=False, choices=("tcfilter", "none"),
         annotation="internetworking_model"))

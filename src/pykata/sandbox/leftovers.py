@@ -1,9 +1,10 @@
 """What a sandbox whose owner died leaves behind, and how to clear it.
 
-A live sandbox records its helper processes' pids in its state directory. When the process
-that owned it is gone (a killed shim), `clear_sandbox` stops those processes by pid (only
-if the pid still names a process started for this state directory: pids get reused),
-unmounts everything below the directory, deepest first, and removes it.
+A live sandbox records its helper processes' pids and the host cgroups it made in its state
+directory. When the process that owned it is gone (a killed shim), `clear_sandbox` stops
+those processes by pid (only if the pid still names a process started for this state
+directory: pids get reused), removes those cgroups, unmounts everything below the
+directory, deepest first, and removes it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shutil
 import signal
 import time
 
-from pykata.host import mounts
+from pykata.host import cgroups, mounts
 
 PIDS_FILE = "pids"
 
@@ -68,6 +69,8 @@ def clear_sandbox(state_dir: str) -> list[str]:
         if started_for(pid, state_dir):
             kill_and_wait(pid)
             done.append(f"killed {name} (pid {pid})")
+    for path in cgroups.remove_recorded(os.path.join(state_dir, cgroups.RECORD_FILE)):
+        done.append(f"removed cgroup {path}")
     for point in mounts_below(state_dir):
         mounts.unmount(point)
         done.append(f"unmounted {point}")

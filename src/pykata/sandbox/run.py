@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pykata.domain.config import Config
 from pykata.domain.host import HostFacts
 from pykata.domain.spec import Spec
+from pykata.plan.cgroups import spec_cgroups_path
 from pykata.plan.pci import vfio_groups
 from pykata.plan.sizing import Limits
 from pykata.plan.vm import NO_LIMITS
@@ -63,7 +64,8 @@ async def run_container(
 ) -> int:
     # One container for the VM's whole life: sized at boot, no hotplug headroom.
     sandbox = Sandbox(cfg, facts, workload=workload, resizable=False,
-                      vfio_groups=vfio_groups(spec.doc, "config.json"))
+                      vfio_groups=vfio_groups(spec.doc, "config.json"),
+                      cgroups_path=spec_cgroups_path(spec.doc, "config.json"))
     for warning in sandbox.plan.sizing.warnings:
         on_warning(warning)
     try:

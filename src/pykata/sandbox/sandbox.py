@@ -13,7 +13,7 @@ import os
 import secrets
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pykata.domain import ids
@@ -22,7 +22,9 @@ from pykata.domain.errors import HostError, ProtocolError, PykataError, SpecErro
 from pykata.domain.host import HostFacts
 from pykata.domain.spec import Spec
 from pykata.host import mounts
+from pykata.host.cgroups import RECORD_FILE, SandboxCgroups
 from pykata.host.vfio import check_vfio_ready
+from pykata.plan.cgroups import sandbox_cgroup_path
 from pykata.plan.guest_spec import plan_guest_spec
 from pykata.plan.pinning import check_cpusets, host_cpu_set
 from pykata.plan.sizing import Limits, ResizeTarget
@@ -35,6 +37,7 @@ from pykata.sandbox.placement import Placement
 from pykata.sandbox.resize import Resizer
 from pykata.sandbox.state import SandboxState, check_transition, require
 from pykata.vmm import vm as vmm
+from pykata.vmm.threads import vcpu_threads
 
 AGENT_VSOCK_PORT = 1024
 PLAN_FILE = "plan.json"  # the VM's plan, for `pykata inspect`
@@ -56,11 +59,16 @@ class Container:
 class Sandbox:
     def __init__(self, cfg: Config, facts: HostFacts, sandbox_id: str | None = None,
                  devices: frozenset[str] = frozenset(), workload: Limits = NO_LIMITS,
-                 resizable: bool = True, vfio_groups: tuple[int, ...] = ()) -> None:
+                 resizable: bool = True, vfio_groups: tuple[int, ...] = (),
+                 cgroups_path: str | None = None) -> None:
         """`devices`: the QEMU binary's (none: sized statically, no hotplug headroom);
         `workload`: the limits known at boot; `resizable`: containers may come and go;
-        `vfio_groups`: IOMMU groups passed through to the VM (the spec's /dev/vfio/<g>)."""
+        `vfio_groups`: IOMMU groups passed through to the VM (the spec's /dev/vfio/<g>);
+        `cgroups_path`: the OCI `linux.cgroupsPath` for the host cgroups."""
         self.id = ids.check_id("sandbox id", sandbox_id or uuid.uuid4().hex)
+        sandbox_cgroup_path(cgroups_path, self.id)  # a bad one is refused before anything
+        self.cgroups_path = cgroups_path
+        self.cgroups: SandboxCgroups | None = None
         self.cfg = cfg
         self.state_dir = os.path.join(cfg.runtime.state_dir, self.id)
         self.shared_dir = os.path.join(self.state_dir, "shared")
@@ -77,6 +85,7 @@ class Sandbox:
         self._facts = facts
         self._check_cpusets([workload], "sandbox")
         self._cpusets = [workload.cpuset]
+        self._workload = workload
         self.placement = Placement(
             cfg.runtime.enable_vcpus_pinning,
             host_cpu_set(facts.online_cpus, [n.cpus for n in facts.topology.nodes]),
@@ -119,6 +128,10 @@ class Sandbox:
         self._stack.callback(mounts.unmount, self.shared_dir)
         self._stack.callback(self._unshare_all)
         check_vfio_ready(tuple(d.bdf for d in self.plan.passthrough))
+        self.cgroups = SandboxCgroups.for_sandbox(
+            self.id, self.cgroups_path, self.cfg.runtime.sandbox_cgroup_only,
+            os.path.join(self.state_dir, RECORD_FILE))
+        self._stack.callback(self.cgroups.remove)  # after QEMU and virtiofsd have stopped
         hv = self.cfg.hypervisor
         vm = await vmm.launch(self.plan, self.state_dir, self.shared_dir,
                               hv.virtio_fs_daemon, hv.virtio_fs_cache)
@@ -130,6 +143,7 @@ class Sandbox:
             self._agent = await self._connect_agent(vm)
         finally:
             await qmp
+        await self._join_cgroups(vm)
         storage = pb.Storage(driver="virtiofs", source=SHARED_TAG, fstype="virtiofs",
                              mount_point=GUEST_SHARED_DIR)
         await self._agent.create_sandbox(
@@ -144,6 +158,27 @@ class Sandbox:
                "numa": self.plan.numa.to_json() if self.plan.numa else None}
         with open(os.path.join(self.state_dir, PLAN_FILE), "w") as f:
             json.dump(doc, f)
+
+    async def _join_cgroups(self, vm: vmm.Vm) -> None:
+        """QEMU, virtiofsd and this process into the overhead cgroup (or the sandbox one),
+        then the vCPU threads into the sandbox cgroup, which carries the pod's limits."""
+        assert self.cgroups is not None
+        self.cgroups.create(vm.qemu.pid, [vm.virtiofsd.pid, os.getpid()])
+        await self._update_cgroups([self._workload])
+
+    async def _update_cgroups(self, containers: Sequence[Limits]) -> None:
+        """The pod's cpuset and CPU limit on the sandbox cgroup, every vCPU thread in it.
+        Before pinning: a v1 cpuset write or a move into a cpuset resets threads' affinity."""
+        assert self.vm is not None and self.cgroups is not None
+        pod = sum(containers, Limits())
+        self.cgroups.update(pod.cpuset or None, pod.mems or None, pod.vcpus)
+        self.place_vcpus((await vcpu_threads(self.vm.qmp, self.size.vcpus)).values())
+
+    def place_vcpus(self, tids: Iterable[int]) -> None:
+        """Move vCPU threads into the sandbox cgroup; call after a vCPU hotplug (a new vCPU
+        thread starts in QEMU's own cgroup). Idempotent; exited threads are skipped."""
+        if self.cgroups is not None:
+            self.cgroups.place_vcpus(tids)
 
     async def wait_vm(self) -> int:
         """Returns QEMU's exit status once it exits (stopped, crashed or killed)."""
@@ -275,6 +310,7 @@ class Sandbox:
             async with self._resources:
                 size = await self._resizer.resize(self.vm.qmp, self.agent, containers)
                 self._cpusets = [c.cpuset for c in containers]
+                await self._update_cgroups(containers)
                 await self.placement.place(self.vm.qmp, self.size.vcpus, self._cpusets)
                 return size
         except VmmError as exc:

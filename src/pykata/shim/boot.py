@@ -9,6 +9,7 @@ from pykata.domain.annotations import apply_annotations, parse_annotations
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts
 from pykata.host.qemu_caps import qemu_devices
+from pykata.plan.cgroups import spec_cgroups_path
 from pykata.plan.pci import vfio_groups
 from pykata.plan.sizing import workload_limits
 from pykata.sandbox.sandbox import Sandbox
@@ -31,7 +32,8 @@ async def boot_sandbox(req: BootRequest) -> Sandbox:
                else frozenset[str]())
     sandbox = Sandbox(cfg, read_host_facts(), req.role.sandbox_id, devices=devices,
                       workload=workload, resizable=req.role.is_pod,
-                      vfio_groups=vfio_groups(req.spec.doc, "config.json"))
+                      vfio_groups=vfio_groups(req.spec.doc, "config.json"),
+                      cgroups_path=spec_cgroups_path(req.spec.doc, "config.json"))
     for warning in sandbox.plan.sizing.warnings:
         log.warning("sandbox %s: %s", sandbox.id, warning)
     log.info("sandbox %s: booting %d vCPUs, %d MiB", sandbox.id, sandbox.plan.sizing.vcpus,
