@@ -1,8 +1,7 @@
 """Keep a sandbox's vCPU threads where pykata.plan.pinning says, after boot and after every
-container add, update and delete (the caller serialises these), and record the result for
+container add, update and delete (the caller serialises these and reads the thread ids from
+QMP each time: a hot-plugged vCPU has a new thread), and record the result for
 `pykata inspect`.
-
-The thread ids come from QMP each time: a hot-plugged vCPU has a new thread.
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ from pykata.domain.cpuset import CpuSet
 from pykata.host.affinity import apply_affinity
 from pykata.plan.numa import NumaPlan
 from pykata.plan.pinning import PinPlan, plan_pinning
-from pykata.vmm import threads
-from pykata.vmm.hotplug import Qmp
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +31,9 @@ class Placement:
     pin: PinPlan | None = None           # the last decision applied
     threads: dict[int, int] | None = None  # vCPU index -> host thread id, at the last look
 
-    async def place(self, qmp: Qmp, vcpus: int, cpusets: Sequence[CpuSet]) -> PinPlan:
-        """Read the vCPU threads, decide their CPUs, apply, record. Returns the decision."""
-        found = await threads.vcpu_threads(qmp, vcpus)
+    def place(self, found: dict[int, int], cpusets: Sequence[CpuSet]) -> PinPlan:
+        """Decide the CPUs of the vCPU threads (`found`: vCPU index -> thread id, read just
+        now), apply, record. Returns the decision."""
         pin = plan_pinning(found, cpusets, self.host_cpus, self.enabled, self.numa)
         gone = apply_affinity({found[v]: cpus for v, cpus in pin.affinity.items()})
         if gone:  # an unplugged vCPU's thread can end between the read and the write

@@ -13,7 +13,7 @@ import os
 import secrets
 import shutil
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pykata.domain import ids
@@ -84,7 +84,6 @@ class Sandbox:
                                 self.plan.numa)
         self._facts = facts
         self._check_cpusets([workload], "sandbox")
-        self._cpusets = [workload.cpuset]
         self._workload = workload
         self.placement = Placement(
             cfg.runtime.enable_vcpus_pinning,
@@ -143,12 +142,12 @@ class Sandbox:
             self._agent = await self._connect_agent(vm)
         finally:
             await qmp
-        await self._join_cgroups(vm)
+        self.cgroups.create(vm.qemu.pid, [vm.virtiofsd.pid, os.getpid()])
         storage = pb.Storage(driver="virtiofs", source=SHARED_TAG, fstype="virtiofs",
                              mount_point=GUEST_SHARED_DIR)
         await self._agent.create_sandbox(
             pb.CreateSandboxRequest(sandbox_id=self.id, storages=[storage]))
-        await self.placement.place(vm.qmp, self.plan.vcpus, self._cpusets)
+        await self._place_vcpus([self._workload])
 
     def _record_plan(self) -> None:
         """What `pykata inspect` shows beside what it reads live."""
@@ -159,26 +158,16 @@ class Sandbox:
         with open(os.path.join(self.state_dir, PLAN_FILE), "w") as f:
             json.dump(doc, f)
 
-    async def _join_cgroups(self, vm: vmm.Vm) -> None:
-        """QEMU, virtiofsd and this process into the overhead cgroup (or the sandbox one),
-        then the vCPU threads into the sandbox cgroup, which carries the pod's limits."""
-        assert self.cgroups is not None
-        self.cgroups.create(vm.qemu.pid, [vm.virtiofsd.pid, os.getpid()])
-        await self._update_cgroups([self._workload])
-
-    async def _update_cgroups(self, containers: Sequence[Limits]) -> None:
-        """The pod's cpuset and CPU limit on the sandbox cgroup, every vCPU thread in it.
-        Before pinning: a v1 cpuset write or a move into a cpuset resets threads' affinity."""
+    async def _place_vcpus(self, containers: Sequence[Limits]) -> None:
+        """Every vCPU thread (a hot-plugged one starts in QEMU's own cgroup) into the sandbox
+        cgroup, which carries the pod's cpuset and CPU limit, then its affinity. In that
+        order: a v1 cpuset write or a move into a cpuset resets a thread's affinity."""
         assert self.vm is not None and self.cgroups is not None
+        threads = await vcpu_threads(self.vm.qmp, self.size.vcpus)
         pod = sum(containers, Limits())
         self.cgroups.update(pod.cpuset or None, pod.mems or None, pod.vcpus)
-        self.place_vcpus((await vcpu_threads(self.vm.qmp, self.size.vcpus)).values())
-
-    def place_vcpus(self, tids: Iterable[int]) -> None:
-        """Move vCPU threads into the sandbox cgroup; call after a vCPU hotplug (a new vCPU
-        thread starts in QEMU's own cgroup). Idempotent; exited threads are skipped."""
-        if self.cgroups is not None:
-            self.cgroups.place_vcpus(tids)
+        self.cgroups.place_vcpus(threads.values())
+        self.placement.place(threads, [c.cpuset for c in containers])
 
     async def wait_vm(self) -> int:
         """Returns QEMU's exit status once it exits (stopped, crashed or killed)."""
@@ -309,9 +298,7 @@ class Sandbox:
         try:
             async with self._resources:
                 size = await self._resizer.resize(self.vm.qmp, self.agent, containers)
-                self._cpusets = [c.cpuset for c in containers]
-                await self._update_cgroups(containers)
-                await self.placement.place(self.vm.qmp, self.size.vcpus, self._cpusets)
+                await self._place_vcpus(containers)
                 return size
         except VmmError as exc:
             if not await self._vm_exited():
