@@ -50,6 +50,7 @@ def test_inspect_shows_placement(pykata: Pykata, tmp_path: Path) -> None:
     assert [(v["vcpu"], v["guest_node"], v["host_cpus"], v["host_nodes"])
             for v in doc["vcpus"]] == [(0, 0, "0", "0"), (1, 1, "1", "0")]
     assert doc["pinning"]["pinned"] and doc["pinning"]["enabled"]
+    assert {v["cgroup"] for v in doc["vcpus"]} == {f"/pykata/{sandbox.id}"}
     memory = {m["backend"]: m for m in doc["memory"]}
     assert sorted(memory) == ["numa-mem0", "numa-mem1"]
     for m in memory.values():
