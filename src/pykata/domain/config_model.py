@@ -197,7 +197,8 @@ class AgentConfig:
 @dataclass(frozen=True)
 class RuntimeConfig:
     enable_vcpus_pinning: bool = field(default=False, metadata=_spec(
-        "Pin each vCPU thread to one host CPU when their numbers match.", used=False,
+        "Pin each vCPU thread to one host CPU when the VM's vCPUs match the CPUs of the "
+        "pod's cpuset (the union of its containers' cpusets); otherwise they share it.",
         annotation="enable_vcpus_pinning"))
     static_sandbox_resource_mgmt: bool = field(default=False, metadata=_spec(
         "Size the VM once at boot (the sandbox's limits plus `overhead_vcpus` and "
