@@ -7,6 +7,7 @@ ALREADY_EXISTS, INVALID_ARGUMENT, FAILED_PRECONDITION, INTERNAL). No logic of it
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ from pykata.agent.sandbox import Sandbox
 from pykata.agent.storage import Storage
 from pykata.domain import errors
 from pykata.domain.errors import ConfigError, RpcError, SpecError, StateError
+from pykata.domain.network import NetworkError
 from pykata.protocol.pb import agent_pb2 as pb
 from pykata.protocol.services import Handler, service_table, unary
 
@@ -39,6 +41,7 @@ _CODES: tuple[tuple[type[Exception], int], ...] = (
     (BadValue, errors.INVALID_ARGUMENT),
     (SpecError, errors.INVALID_ARGUMENT),
     (ConfigError, errors.INVALID_ARGUMENT),
+    (NetworkError, errors.INVALID_ARGUMENT),
     (StateError, errors.FAILED_PRECONDITION),
     (RuntimeFailed, errors.INTERNAL),
     (OSError, errors.INTERNAL),
@@ -174,6 +177,15 @@ class AgentHandlers:
     async def OnlineCPUMem(self, r: pb.OnlineCPUMemRequest) -> pb.OnlineCPUMemResponse:
         cpus, mem = await online_cpu_mem(r.cpus, r.mem_bytes, r.timeout_ms)
         return pb.OnlineCPUMemResponse(online_cpus=cpus, mem_total_bytes=mem)
+
+    async def SetupNetwork(self, r: pb.SetupNetworkRequest) -> pb.Empty:
+        from pykata.agent.network import setup_network
+        from pykata.protocol.network import interfaces_of, routes_of
+
+        # Netlink calls take microseconds, but the wait for a NIC may not block the loop.
+        await asyncio.to_thread(setup_network, interfaces_of(r), routes_of(r), r.hostname,
+                                r.resolv_conf)
+        return pb.Empty()
 
 
 async def _check(r: pb.CheckRequest) -> pb.HealthCheckResponse:

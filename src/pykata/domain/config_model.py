@@ -208,7 +208,9 @@ class RuntimeConfig:
         "cgroup; otherwise only the vCPU threads are there, the rest in "
         "`/pykata_overhead/<id>`.", annotation="sandbox_cgroup_only"))
     internetworking_model: str = field(default="tcfilter", metadata=_spec(
-        "How the VM joins the pod's network.", used=False, choices=("tcfilter", "none"),
+        "How the VM joins the pod's network namespace (the spec's `network` namespace path): "
+        "`tcfilter`, a tap per interface with tc redirects both ways; `none`, no network "
+        "device.", choices=("tcfilter", "none"),
         annotation="internetworking_model"))
     create_container_timeout: int = field(default=60, metadata=_spec(
         "Deadline for creating, starting or exec'ing a process in the VM.", minimum=1,

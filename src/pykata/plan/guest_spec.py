@@ -47,7 +47,9 @@ def _is_bind(mount: Mapping[str, Any]) -> bool:
 
 
 def plan_guest_spec(doc: Mapping[str, Any], container_id: str,
-                    numa: NumaPlan | None = None) -> GuestSpec:
+                    numa: NumaPlan | None = None, vm_netns: bool = False) -> GuestSpec:
+    """`vm_netns`: the sandbox has the pod's network, which is the VM's own namespace: a
+    network namespace with a path (the pod's) becomes the VM's, not a new one."""
     out = copy.deepcopy(dict(doc))
     plan = GuestSpec(out)
     out["root"] = {**out.get("root", {}), "path": guest_rootfs(container_id)}
@@ -58,6 +60,8 @@ def plan_guest_spec(doc: Mapping[str, Any], container_id: str,
     linux = dict(out.get("linux", {}))
     namespaces = []
     for ns in linux.get("namespaces", []):
+        if vm_netns and ns.get("type") == "network" and ns.get("path"):
+            continue  # no entry: the container stays in the agent's (the VM's) namespace
         if "path" in ns:
             plan.warnings.append(f"namespace {ns.get('type')} path {ns['path']!r} is a host "
                                  "path; the container gets a new one in the VM")

@@ -5,6 +5,7 @@ Pure: host facts and configuration arrive as arguments; nothing here reads the h
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pykata.domain.config import Config
@@ -168,10 +169,12 @@ def _pci_options(plan: VmPlan) -> list[qemu.QemuOption]:
 
 
 def plan_qemu_argv(plan: VmPlan, qmp_fd: int, agent_fd: int | None,
-                   inspect_fd: int | None = None) -> list[str]:
+                   inspect_fd: int | None = None,
+                   devices: Sequence[qemu.QemuOption] = ()) -> list[str]:
     """The QEMU command line; `qmp_fd`/`agent_fd`/`inspect_fd` are listening sockets QEMU
     inherits. `inspect_fd`: a second QMP monitor for `pykata inspect`, since the sandbox's
-    own QMP connection holds the first for the VM's life."""
+    own QMP connection holds the first for the VM's life. `devices`: network devices on
+    taps QEMU inherits."""
     bus = plan.arch.bus
     options: list[qemu.QemuOption] = [
         qemu.Base(name=f"pykata-{plan.sandbox_id}"),
@@ -193,6 +196,7 @@ def plan_qemu_argv(plan: VmPlan, qmp_fd: int, agent_fd: int | None,
     else:
         assert agent_fd is not None, "virtio-serial transport needs the agent socket fd"
         options.append(qemu.AgentSerialPort(agent_fd, bus=bus))
+    options += devices
     # Last: QEMU puts a device given no bus on the newest PCIe bus, and a pxb-pcie takes
     # only root ports.
     options += _pci_options(plan)

@@ -60,6 +60,9 @@ class AgentClient:
     async def create_sandbox(self, req: pb.CreateSandboxRequest) -> None:
         await self._unary("CreateSandbox", req, pb.Empty)
 
+    async def setup_network(self, req: pb.SetupNetworkRequest) -> None:
+        await self._unary("SetupNetwork", req, pb.Empty)
+
     async def destroy_sandbox(self, timeout: float | None = None) -> None:
         await self._unary("DestroySandbox", pb.DestroySandboxRequest(), pb.Empty, timeout)
 

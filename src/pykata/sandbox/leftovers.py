@@ -71,6 +71,10 @@ def clear_sandbox(state_dir: str) -> list[str]:
             done.append(f"killed {name} (pid {pid})")
     for path in cgroups.remove_recorded(os.path.join(state_dir, cgroups.RECORD_FILE)):
         done.append(f"removed cgroup {path}")
+    if os.path.exists(os.path.join(state_dir, "network.json")):
+        from pykata.sandbox.network import clear_network  # pyroute2: only when needed
+
+        done += clear_network(state_dir)
     for point in mounts_below(state_dir):
         mounts.unmount(point)
         done.append(f"unmounted {point}")

@@ -11,6 +11,7 @@ from pykata.domain.config import Config
 from pykata.domain.host import HostFacts
 from pykata.domain.spec import Spec
 from pykata.plan.cgroups import spec_cgroups_path
+from pykata.plan.network import plan_network_request
 from pykata.plan.pci import vfio_groups
 from pykata.plan.sizing import Limits
 from pykata.plan.vm import NO_LIMITS
@@ -63,9 +64,11 @@ async def run_container(
     workload: Limits = NO_LIMITS,
 ) -> int:
     # One container for the VM's whole life: sized at boot, no hotplug headroom.
+    network = plan_network_request(spec.doc, cfg.runtime.internetworking_model)
     sandbox = Sandbox(cfg, facts, workload=workload, resizable=False,
                       vfio_groups=vfio_groups(spec.doc, "config.json"),
-                      cgroups_path=spec_cgroups_path(spec.doc, "config.json"))
+                      cgroups_path=spec_cgroups_path(spec.doc, "config.json"),
+                      network=network)
     for warning in sandbox.plan.sizing.warnings:
         on_warning(warning)
     try:

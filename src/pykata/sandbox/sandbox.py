@@ -26,6 +26,7 @@ from pykata.host.cgroups import RECORD_FILE, SandboxCgroups
 from pykata.host.vfio import check_vfio_ready
 from pykata.plan.cgroups import sandbox_cgroup_path
 from pykata.plan.guest_spec import plan_guest_spec
+from pykata.plan.network import NetworkRequest
 from pykata.plan.pinning import check_cpusets, host_cpu_set
 from pykata.plan.sizing import Limits, ResizeTarget
 from pykata.plan.vm import GUEST_SHARED_DIR, NO_LIMITS, SHARED_TAG, VmPlan, plan_vm
@@ -33,6 +34,7 @@ from pykata.protocol.pb import agent_pb2 as pb
 from pykata.protocol.ttrpc_aio import TtrpcClient
 from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.leftovers import record_pids
+from pykata.sandbox.network import attach_network
 from pykata.sandbox.placement import Placement
 from pykata.sandbox.resize import Resizer
 from pykata.sandbox.state import SandboxState, check_transition, require
@@ -60,11 +62,13 @@ class Sandbox:
     def __init__(self, cfg: Config, facts: HostFacts, sandbox_id: str | None = None,
                  devices: frozenset[str] = frozenset(), workload: Limits = NO_LIMITS,
                  resizable: bool = True, vfio_groups: tuple[int, ...] = (),
-                 cgroups_path: str | None = None) -> None:
+                 cgroups_path: str | None = None,
+                 network: NetworkRequest | None = None) -> None:
         """`devices`: the QEMU binary's (none: sized statically, no hotplug headroom);
         `workload`: the limits known at boot; `resizable`: containers may come and go;
         `vfio_groups`: IOMMU groups passed through to the VM (the spec's /dev/vfio/<g>);
-        `cgroups_path`: the OCI `linux.cgroupsPath` for the host cgroups."""
+        `cgroups_path`: the OCI `linux.cgroupsPath` for the host cgroups;
+        `network`: the pod's network namespace (none: the VM gets no network device)."""
         self.id = ids.check_id("sandbox id", sandbox_id or uuid.uuid4().hex)
         sandbox_cgroup_path(cgroups_path, self.id)  # a bad one is refused before anything
         self.cgroups_path = cgroups_path
@@ -76,6 +80,7 @@ class Sandbox:
                                     guest_cid=random_guest_cid(), devices=devices,
                                     workload=workload, resizable=resizable,
                                     vfio_groups=vfio_groups)
+        self.network = network
         self.state = SandboxState.CREATED
         self.containers: dict[str, Container] = {}
         self.vm: vmm.Vm | None = None
@@ -132,10 +137,15 @@ class Sandbox:
             os.path.join(self.state_dir, RECORD_FILE))
         self._stack.callback(self.cgroups.remove)  # after QEMU and virtiofsd have stopped
         hv = self.cfg.hypervisor
+        net = (await attach_network(self._stack, self.network, self.state_dir)
+               if self.network else None)
         vm = await vmm.launch(self.plan, self.state_dir, self.shared_dir,
-                              hv.virtio_fs_daemon, hv.virtio_fs_cache)
+                              hv.virtio_fs_daemon, hv.virtio_fs_cache,
+                              *(net.qemu(self.plan.arch.bus) if net else ()))
         self.vm = vm
         self._stack.push_async_callback(vm.shutdown)
+        if net:
+            net.close_fds()  # QEMU's now: the taps go when it exits
         record_pids(self.state_dir, {"qemu": vm.qemu.pid, "virtiofsd": vm.virtiofsd.pid})
         qmp = asyncio.ensure_future(vm.connect_qmp())
         try:
@@ -147,6 +157,8 @@ class Sandbox:
                              mount_point=GUEST_SHARED_DIR)
         await self._agent.create_sandbox(
             pb.CreateSandboxRequest(sandbox_id=self.id, storages=[storage]))
+        if net and self.network:
+            await self._agent.setup_network(net.request(self.network))
         await self._place_vcpus([self._workload])
 
     def _record_plan(self) -> None:
@@ -210,7 +222,8 @@ class Sandbox:
         ids.check_id("container id", cid)  # it becomes a path below the shared dir
         if cid in self.containers:
             raise PykataError(f"container {cid!r} already exists in sandbox {self.id}")
-        guest = plan_guest_spec(spec.doc, cid, self.plan.numa)
+        guest = plan_guest_spec(spec.doc, cid, self.plan.numa,
+                                vm_netns=self.network is not None)
         container = self.containers[cid] = Container(cid)
         try:
             self._share(container, rootfs, "rootfs", spec.root_readonly)

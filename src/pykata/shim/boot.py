@@ -10,6 +10,7 @@ from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts
 from pykata.host.qemu_caps import qemu_devices
 from pykata.plan.cgroups import spec_cgroups_path
+from pykata.plan.network import plan_network_request
 from pykata.plan.pci import vfio_groups
 from pykata.plan.sizing import workload_limits
 from pykata.sandbox.sandbox import Sandbox
@@ -30,10 +31,12 @@ async def boot_sandbox(req: BootRequest) -> Sandbox:
     # sized for it once, like `pykata run`.
     devices = (qemu_devices(cfg.hypervisor.path, cfg.image.dir) if req.role.is_pod
                else frozenset[str]())
+    network = plan_network_request(req.spec.doc, cfg.runtime.internetworking_model)
     sandbox = Sandbox(cfg, read_host_facts(), req.role.sandbox_id, devices=devices,
                       workload=workload, resizable=req.role.is_pod,
                       vfio_groups=vfio_groups(req.spec.doc, "config.json"),
-                      cgroups_path=spec_cgroups_path(req.spec.doc, "config.json"))
+                      cgroups_path=spec_cgroups_path(req.spec.doc, "config.json"),
+                      network=network)
     for warning in sandbox.plan.sizing.warnings:
         log.warning("sandbox %s: %s", sandbox.id, warning)
     log.info("sandbox %s: booting %d vCPUs, %d MiB", sandbox.id, sandbox.plan.sizing.vcpus,

@@ -10,12 +10,14 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
 
 from pykata.domain.errors import VmmError
+from pykata.plan.qemu import QemuOption
 from pykata.plan.vm import VmPlan, plan_qemu_argv
 from pykata.vmm import processes
 
@@ -73,8 +75,10 @@ def virtiofsd_argv(daemon: str, fd: int, source: str, cache: str) -> list[str]:
 
 
 async def launch(plan: VmPlan, state_dir: str, shared_dir: str, fs_daemon: str,
-                 fs_cache: str) -> Vm:
-    """Start virtiofsd and QEMU; the caller owns the Vm and must `shutdown()` it."""
+                 fs_cache: str, devices: Sequence[QemuOption] = (),
+                 device_fds: Sequence[int] = ()) -> Vm:
+    """Start virtiofsd and QEMU; the caller owns the Vm and must `shutdown()` it.
+    `devices` are extra QEMU options on the inherited `device_fds` (network taps)."""
     fs_listener = processes.listen_unix(plan.virtiofs_socket)
     qmp_listener = processes.listen_unix(f"{state_dir}/qmp.sock")
     inspect_listener = processes.listen_unix(f"{state_dir}/{INSPECT_SOCKET}")
@@ -88,11 +92,12 @@ async def launch(plan: VmPlan, state_dir: str, shared_dir: str, fs_daemon: str,
             f"{state_dir}/virtiofsd.log", [fs_listener.fileno()])
         argv = plan_qemu_argv(plan, qmp_listener.fileno(),
                               agent_listener.fileno() if agent_listener else None,
-                              inspect_listener.fileno())
+                              inspect_listener.fileno(), devices)
         log.debug("qemu argv: %s", argv)
         try:
             qemu = await processes.spawn(argv, f"{state_dir}/qemu.log",
-                                         [s.fileno() for s in listeners[1:]])
+                                         [*(s.fileno() for s in listeners[1:]),
+                                          *device_fds])
         except BaseException:
             await processes.stop(virtiofsd, 0)
             raise

@@ -163,6 +163,26 @@ class IOStat(_message.Message):
     usage: _containers.RepeatedCompositeFieldContainer[IOEntry]
     def __init__(self, usage: _Optional[_Iterable[_Union[IOEntry, _Mapping]]] = ...) -> None: ...
 
+class IPAddress(_message.Message):
+    __slots__ = ["address", "prefix_len"]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_LEN_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    prefix_len: int
+    def __init__(self, address: _Optional[str] = ..., prefix_len: _Optional[int] = ...) -> None: ...
+
+class Interface(_message.Message):
+    __slots__ = ["addresses", "mac", "mtu", "name"]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    addresses: _containers.RepeatedCompositeFieldContainer[IPAddress]
+    mac: str
+    mtu: int
+    name: str
+    def __init__(self, name: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[IPAddress, _Mapping]]] = ...) -> None: ...
+
 class ListProcessesRequest(_message.Message):
     __slots__ = ["container_id"]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -324,6 +344,32 @@ class ResumeContainerRequest(_message.Message):
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     def __init__(self, container_id: _Optional[str] = ...) -> None: ...
+
+class Route(_message.Message):
+    __slots__ = ["dest", "device", "family", "gateway", "scope_link"]
+    DEST_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_LINK_FIELD_NUMBER: _ClassVar[int]
+    dest: str
+    device: str
+    family: int
+    gateway: str
+    scope_link: bool
+    def __init__(self, dest: _Optional[str] = ..., gateway: _Optional[str] = ..., device: _Optional[str] = ..., family: _Optional[int] = ..., scope_link: bool = ...) -> None: ...
+
+class SetupNetworkRequest(_message.Message):
+    __slots__ = ["hostname", "interfaces", "resolv_conf", "routes"]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    INTERFACES_FIELD_NUMBER: _ClassVar[int]
+    RESOLV_CONF_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    hostname: str
+    interfaces: _containers.RepeatedCompositeFieldContainer[Interface]
+    resolv_conf: str
+    routes: _containers.RepeatedCompositeFieldContainer[Route]
+    def __init__(self, interfaces: _Optional[_Iterable[_Union[Interface, _Mapping]]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., hostname: _Optional[str] = ..., resolv_conf: _Optional[str] = ...) -> None: ...
 
 class SignalProcessRequest(_message.Message):
     __slots__ = ["all", "container_id", "exec_id", "signal"]
