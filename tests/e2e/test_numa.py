@@ -16,11 +16,14 @@ from pathlib import Path
 import pytest
 from e2e_support import Pykata
 
+from pykata.domain.cpuset import CpuSet
 from pykata.domain.spec import default_spec
+from pykata.host.affinity import thread_affinity
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts
 from pykata.host.qemu_caps import qemu_devices
 from pykata.plan.sizing import Limits
+from pykata.sandbox.inspect import parse_memfd_mappings
 from pykata.sandbox.sandbox import Sandbox
 
 pytestmark = pytest.mark.e2e
@@ -144,3 +147,69 @@ def test_gpu_right_sized_onto_its_node(pykata: Pykata, tmp_path: Path) -> None:
     assert [r[0].rsplit("/", 1)[1] for r in rows if len(r) == 1] == ["node0"]
     gpu = [r for r in rows if len(r) == 4 and tuple(r[1:3]) == VIRTIO_RNG]
     assert len(gpu) == 1 and gpu[0][3] == "0", rows
+
+
+def _host_nodes_with_cpus() -> list[int]:
+    return [n.id for n in read_host_facts().topology.nodes if n.cpus]
+
+
+async def _placement(sandbox: Sandbox) -> tuple[list[CpuSet], list[tuple[str, dict[str, int]]]]:
+    """Each vCPU thread's allowed CPUs, and each memfd's policy and pages per host node."""
+    await sandbox.start()
+    try:
+        assert sandbox.vm is not None and sandbox.placement.threads is not None
+        pid = sandbox.vm.qemu.pid
+        cpus = [thread_affinity(pid, t) or CpuSet() for t in
+                sandbox.placement.threads.values()]
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        numa_maps = Path(f"/proc/{pid}/numa_maps").read_text()
+        return cpus, [(p, r) for _, p, r in parse_memfd_mappings(maps, numa_maps)]
+    finally:
+        await sandbox.stop()
+
+
+def test_explicit_mapping_from_a_drop_in(pykata: Pykata, tmp_path: Path) -> None:
+    """Scenario 5 in a real VM: numa_mapping in a config.d/ drop-in names the highest host
+    node with CPUs (1 on a two-node host, 0 here): one guest node, its memory bound there,
+    every vCPU thread on that node's CPUs; without the drop-in the mapping is gone."""
+    node = _host_nodes_with_cpus()[-1]
+    main = tmp_path / "configuration.toml"
+    main.write_text(pykata.config.read_text() + "[hypervisor.qemu]\ndefault_vcpus = 2\n"
+                    "default_memory = 512\nenable_numa = true\n")
+    drop_in = tmp_path / "config.d" / "50-numa.toml"
+    drop_in.parent.mkdir()
+    drop_in.write_text(f'[hypervisor.qemu]\nnuma_mapping = ["{node}"]\n')
+    try:
+        cfg = load_config(str(main))
+        facts = read_host_facts()
+        sandbox = Sandbox(cfg, facts)
+        assert sandbox.plan.numa is not None
+        assert [list(n.host_nodes) for n in sandbox.plan.numa.nodes] == [[node]]
+        cpus, memory = asyncio.run(_placement(sandbox))
+    finally:
+        drop_in.unlink()
+    node_cpus = facts.topology.node(node).cpus
+    assert len(cpus) == 2 and all(c and c <= node_cpus for c in cpus), cpus
+    assert memory and all(p == "bind" and set(r) <= {f"node{node}"} for p, r in memory)
+    assert load_config(str(main)).hypervisor.numa_mapping == ()
+
+
+def test_multi_node_host_spans_and_keeps_threads_on_their_nodes(pykata: Pykata,
+                                                                tmp_path: Path) -> None:
+    """Scenario 1 on a real multi-node host: a sandbox too big for one node spans them all,
+    its memory bound per node, each vCPU thread on its node's CPUs."""
+    nodes = _host_nodes_with_cpus()
+    if len(nodes) < 2:
+        pytest.skip("this host has one NUMA node with CPUs: spanning host nodes is checked "
+                    "by the plan tests over recorded hosts (tests/unit/test_numa_scenarios.py)")
+    facts = read_host_facts()
+    vcpus = max(len(facts.topology.node(n).cpus) for n in nodes) + 1
+    config = tmp_path / "span.toml"
+    config.write_text(pykata.config.read_text() + f"[hypervisor.qemu]\ndefault_vcpus = {vcpus}\n"
+                      "default_memory = 1024\nenable_numa = true\n")
+    sandbox = Sandbox(load_config(str(config)), facts)
+    assert sandbox.plan.numa is not None and len(sandbox.plan.numa.nodes) == len(nodes)
+    cpus, memory = asyncio.run(_placement(sandbox))
+    on = [next(n for n in nodes if c <= facts.topology.node(n).cpus) for c in cpus]
+    assert sorted(set(on)) == nodes
+    assert {p for p, _ in memory} == {"bind"}

@@ -75,6 +75,13 @@ def _gpu(topo: HostTopology) -> tuple[int, str, int] | None:
     return max(found, key=lambda f: (f[2], f[0])) if found else None
 
 
+def _gpu_or_skip(host: str, topo: HostTopology) -> tuple[int, str, int]:
+    gpu = _gpu(topo)
+    if gpu is None:
+        pytest.skip(f"{host} has no passthrough device (recorded: no IOMMU group)")
+    return gpu
+
+
 def _big(host: str) -> tuple[int, int]:
     """vCPUs and MiB that fit no single host node."""
     topo = read_topology(HOSTS / host)
@@ -113,10 +120,7 @@ def test_2_right_sized(host: str) -> None:
 @pytest.mark.parametrize("host", ALL_HOSTS)
 def test_3_gpu_multi_node(host: str) -> None:
     topo = read_topology(HOSTS / host)
-    gpu = _gpu(topo)
-    if gpu is None:
-        pytest.skip(f"{host} has no passthrough device on a node with CPUs")
-    group, bdf, host_node = gpu
+    group, bdf, host_node = _gpu_or_skip(host, topo)
     vcpus, mib = _big(host)
     plan = _plan(host, _cfg(default_vcpus=float(vcpus), default_memory=mib), groups=(group,))
     assert plan.numa is not None and len(plan.numa.nodes) > 1
@@ -137,10 +141,7 @@ def test_3_gpu_multi_node(host: str) -> None:
 @pytest.mark.parametrize("host", ALL_HOSTS)
 def test_4_gpu_right_sized(host: str) -> None:
     topo = read_topology(HOSTS / host)
-    gpu = _gpu(topo)
-    if gpu is None:
-        pytest.skip(f"{host} has no passthrough device on a node with CPUs")
-    group, bdf, host_node = gpu
+    group, bdf, host_node = _gpu_or_skip(host, topo)
     plan = _plan(host, _cfg(default_vcpus=1.0, default_maxvcpus=2, default_memory=1024),
                  groups=(group,))
     assert plan.numa is not None
