@@ -87,13 +87,12 @@ class Sandbox:
         sizing = self.plan.sizing
         self._resizer = Resizer(sizing, ResizeTarget(sizing.vcpus, sizing.memory_mib),
                                 self.plan.numa)
-        self._facts = facts
+        self._host_cpus = host_cpu_set(facts.online_cpus, [n.cpus for n in facts.topology.nodes])
+        self._host_nodes = facts.topology.node_ids
         self._check_cpusets([workload], "sandbox")
         self._workload = workload
-        self.placement = Placement(
-            cfg.runtime.enable_vcpus_pinning,
-            host_cpu_set(facts.online_cpus, [n.cpus for n in facts.topology.nodes]),
-            self.plan.numa, self.state_dir)
+        self.placement = Placement(cfg.runtime.enable_vcpus_pinning, self._host_cpus,
+                                   self.plan.numa, self.state_dir)
         # One resize or re-placement at a time: a container update racing a hotplug ends in
         # the state the last of them asks for.
         self._resources = asyncio.Lock()
@@ -295,10 +294,8 @@ class Sandbox:
         return self._resizer.size
 
     def _check_cpusets(self, containers: Sequence[Limits], source: str) -> None:
-        cpus = host_cpu_set(self._facts.online_cpus,
-                            [n.cpus for n in self._facts.topology.nodes])
         for c in containers:
-            check_cpusets(c.cpuset, c.mems, cpus, self._facts.topology.node_ids, source)
+            check_cpusets(c.cpuset, c.mems, self._host_cpus, self._host_nodes, source)
 
     async def resize(self, containers: Sequence[Limits]) -> ResizeTarget:
         """Size the VM for `containers` (the running ones' limits): default + their sum,
