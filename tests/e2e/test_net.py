@@ -1,7 +1,8 @@
 """Pod networking end to end: a container in a pykata VM on a veth of a network namespace
 the test makes, reached from the veth's other end and reaching it, with `pykata run` and
-with `ctr run --with-ns network:...`; two pods at once; nothing left in the namespace after
-teardown, also after QEMU is SIGKILLed by pid.
+with `ctr run --with-ns network:...`; a pod whose namespace has two veths, each reached
+from its own peer; two pods at once; nothing left in the namespace after teardown, also
+after QEMU is SIGKILLed by pid.
 
 The veth's other end lives in a peer namespace of its own (netns_support), so nothing here
 touches the host's own network.
@@ -23,7 +24,7 @@ import netns_support
 import pytest
 from containerd_support import IMAGE_REF
 from e2e_support import Pykata
-from netns_support import PodNet, make_pod_net
+from netns_support import PodNet, add_veth, make_pod_net
 from test_shim import ShimEnv, env, nothing_left, removed_after, wait_gone
 
 from pykata.domain.spec import default_spec
@@ -88,6 +89,17 @@ def bundle(tmp_path: Path, rootfs: Path, net: PodNet, script: str) -> Path:
     return tmp_path
 
 
+def run_pod(pykata: Pykata, tmp_path: Path, net: PodNet,
+            script: str) -> subprocess.Popen[bytes]:
+    """`pykata run` of `script` in the busybox rootfs, in `net`'s pod namespace."""
+    root = pykata.image_dir / "rootfs" / "busybox"
+    env = {**os.environ, "PYKATA_CONF_FILE": str(pykata.config)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pykata.cli.main", "run", "--bundle",
+         str(bundle(tmp_path, root, net, script))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+
+
 def test_pykata_run_in_a_network_namespace(pykata: Pykata, pod_nets: list[PodNet],
                                            tmp_path: Path) -> None:
     net = make_pod_net()
@@ -95,12 +107,7 @@ def test_pykata_run_in_a_network_namespace(pykata: Pykata, pod_nets: list[PodNet
     server = peer_server(net)
     script = (f"ip addr show eth0; ip -6 route; ip route; echo ping-from-pod | "
               f"nc {net.peer_ip} 7000; echo pong-run | nc -l -p 7001; echo done")
-    root = pykata.image_dir / "rootfs" / "busybox"
-    env = {**os.environ, "PYKATA_CONF_FILE": str(pykata.config)}
-    run = subprocess.Popen(
-        [sys.executable, "-m", "pykata.cli.main", "run", "--bundle",
-         str(bundle(tmp_path, root, net, script))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+    run = run_pod(pykata, tmp_path, net, script)
     try:
         assert fetch_from_pod(net) == b"pong-run\n"
         out, err = run.communicate(timeout=60)
@@ -117,6 +124,70 @@ def test_pykata_run_in_a_network_namespace(pykata: Pykata, pod_nets: list[PodNet
     assert f"default via {net.peer_ip} dev eth0" in text, text
     assert text.rstrip().endswith("done")
     assert_clean(net)
+
+
+def ip_addr_blocks(text: str) -> dict[str, str]:
+    """`ip addr` output (up to a "--" line) split into one block per interface, by name."""
+    blocks: dict[str, str] = {}
+    name = ""
+    for line in text.split("\n--\n")[0].splitlines():
+        head = line.split(":")
+        if len(head) > 2 and head[0].isdigit():
+            name = head[1].strip().split("@")[0]
+            blocks[name] = ""
+        if name:
+            blocks[name] += line + "\n"
+    return blocks
+
+
+ROUTED = "10.213.250.1"
+# (first veth, second veth): the guest names its NICs eth0, eth1 in the pod's order, so
+# "swapped" makes the agent exchange two names.
+TWO_VETHS = {"eth0+net1": ("eth0", "net1"), "swapped": ("eth1", "eth0")}
+
+
+@pytest.mark.parametrize("names", TWO_VETHS.values(), ids=TWO_VETHS.keys())
+def test_two_veths(pykata: Pykata, pod_nets: list[PodNet], tmp_path: Path,
+                   names: tuple[str, str]) -> None:
+    first = make_pod_net(link=names[0])
+    pod_nets.append(first)
+    # A route through the second veth, to an address only its peer has.
+    second = add_veth(first, names[1], mtu=1400, routes=[f"{ROUTED}/32 via {{peer}}"])
+    pod_nets.append(second)
+    subprocess.run(second.in_peer("ip", "addr", "add", f"{ROUTED}/32", "dev", "lo"),
+                   check=True, timeout=30)
+    nets = (first, second)
+    servers = [peer_server(net) for net in nets] + [peer_server(second, 7002)]
+    script = ("ip addr; echo --; ip route; "
+              + "".join(f"echo ping-{net.link} | nc {net.peer_ip} 7000; " for net in nets)
+              + f"echo ping-routed | nc {ROUTED} 7002; "
+              + "".join(f"echo pong-{net.link} | nc -l -p 7001; " for net in nets)
+              + "echo done")
+    run = run_pod(pykata, tmp_path, first, script)
+    try:
+        for net in nets:
+            assert fetch_from_pod(net) == f"pong-{net.link}\n".encode(), net.link
+        out, err = run.communicate(timeout=60)
+    finally:
+        got = [stop(server) for server in servers]
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, err.decode()
+    text = out.decode()
+    assert got == [*(f"ping-{net.link}\n".encode() for net in nets), b"ping-routed\n"], text
+    blocks = ip_addr_blocks(text)
+    assert set(blocks) == {"lo", *names}, text
+    for net, mtu in zip(nets, (1500, 1400), strict=True):
+        block = blocks[net.link]
+        assert f"link/ether {net.mac}" in block and f"mtu {mtu}" in block, block
+        assert f"inet {net.pod_ip}/24" in block and f"inet6 {net.pod_ip6}/64" in block, block
+    assert f"default via {first.peer_ip} dev {first.link}" in text, text
+    assert f"10.213.{second.subnet}.0/24 dev {second.link}" in text, text
+    assert f"{ROUTED} via {second.peer_ip} dev {second.link}" in text, text
+    assert text.rstrip().endswith("done")
+    for net in nets:
+        assert_clean(net)
 
 
 def test_missing_namespace_is_named(pykata: Pykata, tmp_path: Path) -> None:
