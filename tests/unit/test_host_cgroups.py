@@ -211,3 +211,36 @@ def test_clear_sandbox_removes_the_recorded_cgroups(tmp_path: Path) -> None:
     done = clear_sandbox(str(state))
     assert f"removed cgroup {mount}/pykata/sb1" in done
     assert not (mount / "pykata").exists() and not state.exists()
+
+
+def test_pykatas_own_parents_go_with_the_last_sandbox(fake: FakeCgroupfs,
+                                                      tmp_path: Path) -> None:
+    """Whoever made /pykata and /pykata_overhead, the last sandbox to leave removes them."""
+    first = cg.SandboxCgroups(plan_cgroups(fake.layout, None, "sb1", False))
+    first.create(10, [])
+    second = cg.SandboxCgroups(plan_cgroups(fake.layout, None, "sb2", False))
+    second.create(11, [])
+    assert first.remove() == []          # made the parents, but sb2 still uses them
+    assert (tmp_path / "cpu" / "pykata").is_dir()
+    assert second.remove() == []
+    for mount in ("cpu", "cpuset"):
+        assert not [p for p in (tmp_path / mount).iterdir() if p.is_dir()]
+
+
+def test_a_parent_removed_meanwhile_is_made_again(fake: FakeCgroupfs, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    made = fake.mkdir
+    raced: list[str] = []
+
+    def racing_mkdir(path: str, mode: int = 0o777) -> None:
+        if path.endswith("/pykata/sb1") and not raced:  # another sandbox's teardown
+            raced.append(path)
+            fake.rmdir(os.path.dirname(path))
+        made(path, mode)
+
+    monkeypatch.setattr(cg, "_mkdir", racing_mkdir)
+    sb = cg.SandboxCgroups(plan_cgroups(fake.layout, None, "sb1", False))
+    sb.create(10, [])
+    sb.place_vcpus([5])
+    assert raced and fake.members(f"{tmp_path}/cpu/pykata/sb1") == [5]
+    assert sb.remove() == []

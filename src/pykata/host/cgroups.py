@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pykata.domain.cpuset import CpuSet
 from pykata.domain.errors import HostError
 from pykata.plan.cgroups import (
+    DEFAULT_PARENT,
+    OVERHEAD_PARENT,
     V1_CONTROLLERS,
     CgroupLayout,
     CgroupPlan,
@@ -269,8 +271,15 @@ class SandboxCgroups:
             return
         with contextlib.suppress(OSError):
             self.origin = parse_proc_cgroup(_read("/proc/self/cgroup"), self.plan.layout)
-        apply_steps(plan_create(self.plan, qemu_pid, other_pids, cpuset, mems, vcpus),
-                    self.created, self.record)
+        steps = plan_create(self.plan, qemu_pid, other_pids, cpuset, mems, vcpus)
+        try:
+            apply_steps(steps, self.created, self.record)
+        except HostError as exc:
+            if not isinstance(exc.__cause__, FileNotFoundError):
+                raise
+            # A sandbox tearing down removed an empty shared parent (`/pykata`) between our
+            # mkdir of it and of our own cgroup: once more makes it again.
+            apply_steps(steps, self.created, self.record)
 
     def place_vcpus(self, tids: Iterable[int]) -> None:
         """Move these vCPU threads into the sandbox (vCPU) cgroup. Idempotent; call again
@@ -292,9 +301,15 @@ class SandboxCgroups:
         return [cgroup_dir(h.mount, path) for h in self.plan.layout.hierarchies]
 
     def remove(self) -> list[str]:
-        """Remove what `create` made; idempotent, never raises. Returns what is left."""
+        """Remove what `create` made, then pykata's own parents (`/pykata`,
+        `/pykata_overhead`) when no sandbox uses them any more, whoever made them;
+        idempotent, never raises. Returns what is left of this sandbox's own."""
         left = remove_cgroups(self.created, self.origin)
         self.created.clear()
+        for h in self.plan.layout.hierarchies if self.plan is not None else ():
+            for parent in (DEFAULT_PARENT, OVERHEAD_PARENT):
+                with contextlib.suppress(OSError):  # in use (EBUSY), or already gone
+                    _rmdir_path(cgroup_dir(h.mount, parent))
         if self.record is not None and not left:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.record)
