@@ -269,10 +269,7 @@ def _distances(groups: list[CpuSet], topology: HostTopology) -> tuple[tuple[int,
 
 
 def _cpus(nodes: CpuSet, topology: HostTopology) -> CpuSet:
-    found = CpuSet()
-    for h in nodes:
-        found = found | topology.node(h).cpus
-    return found
+    return CpuSet(c for h in nodes for c in topology.node(h).cpus)
 
 
 def _count(n: int, noun: str) -> str:

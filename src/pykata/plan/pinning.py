@@ -33,18 +33,11 @@ class PinPlan:
                 "affinity": {str(v): str(c) for v, c in sorted(self.affinity.items())}}
 
 
-def pod_cpuset(cpusets: Iterable[CpuSet]) -> CpuSet:
-    union = CpuSet()
-    for c in cpusets:
-        union = union | c
-    return union
-
-
 def plan_pinning(vcpus: Iterable[int], cpusets: Sequence[CpuSet], host_cpus: CpuSet,
                  enabled: bool, numa: NumaPlan | None = None) -> PinPlan:
     """`vcpus`: the vCPU indices the VM has now; `cpusets`: its containers' cpusets."""
     present = sorted(vcpus)
-    union = pod_cpuset(cpusets)
+    union = CpuSet(c for cpus in cpusets for c in cpus)
     node_cpus = _node_cpus(numa)
     if not enabled:
         why = "pinning off (enable_vcpus_pinning)"
@@ -95,7 +88,7 @@ def _pin(present: list[int], union: CpuSet, node_cpus: dict[int, CpuSet]
             return (f"the pod's cpuset has {len(mine)} CPUs on host CPUs {host}, where "
                     f"{len(members)} vCPUs belong (guest NUMA node)")
         pins.update({v: CpuSet([c]) for v, c in zip(members, mine, strict=True)})
-    if len(pod_cpuset(pins.values())) != len(union):
+    if len(CpuSet(c for cpus in pins.values() for c in cpus)) != len(union):
         return (f"the pod's cpuset {union} does not split one-to-one over the guest nodes' "
                 "host CPUs (nodes that share some of them)")
     return pins
@@ -115,10 +108,4 @@ def check_cpusets(cpuset: CpuSet, mems: CpuSet, host_cpus: CpuSet, host_nodes: C
 
 def host_cpu_set(online_cpus: int, node_cpus: Sequence[CpuSet] = ()) -> CpuSet:
     """The host's CPUs: its NUMA nodes' CPUs, else 0 .. online_cpus - 1."""
-    found = pod_cpuset(node_cpus)
-    return found or CpuSet(range(online_cpus))
-
-
-def vcpus_on(affinity: Mapping[int, CpuSet], threads: Mapping[int, int]) -> dict[int, CpuSet]:
-    """Thread id -> CPUs, for the vCPUs that have a thread."""
-    return {tid: affinity[v] for v, tid in threads.items() if v in affinity}
+    return CpuSet(c for cpus in node_cpus for c in cpus) or CpuSet(range(online_cpus))
