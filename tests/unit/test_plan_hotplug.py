@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 import pytest
 
 from pykata.plan.hotplug import (
+    VIRTIO_MEM_ID,
     CpuSlot,
     HotplugError,
     HotplugPlan,
@@ -35,7 +36,8 @@ FOUR = (slot(3), slot(2), slot(1), BOOT)
 
 def state(slots: tuple[CpuSlot, ...] = FOUR, dimms: tuple[tuple[str, int], ...] = (),
           virtio_mem: int = 0, block: int = 128) -> HotplugState:
-    return HotplugState(slots, dimms, virtio_mem, block)
+    return HotplugState(slots, dimms, ((VIRTIO_MEM_ID, virtio_mem),) if virtio_mem else (),
+                        block)
 
 
 def add_cpu(n: int, socket: int) -> QmpStep:
@@ -202,7 +204,7 @@ def test_virtio_mem_per_guest_node() -> None:
         ("virtiomem0", 1024, 0, (0,)), ("virtiomem1", 1024, 1, (1,))]
     grow = plan_hotplug(VIRTIO, state(), ResizeTarget(1, 256 + 384), _numa())
     assert list(grow.steps) == [set_size(0, 256), set_size(1, 128)]
-    now = replace(state(virtio_mem=384), virtio_mem=(("virtiomem0", 256), ("virtiomem1", 128)))
+    now = replace(state(), virtio_mem=(("virtiomem0", 256), ("virtiomem1", 128)))
     more = plan_hotplug(VIRTIO, now, ResizeTarget(1, 256 + 512), _numa())
     assert list(more.steps) == [set_size(1, 256)]      # node 0 already has its share
     shrink = plan_hotplug(VIRTIO, now, ResizeTarget(1, 256), _numa())

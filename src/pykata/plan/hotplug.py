@@ -58,14 +58,18 @@ class CpuSlot:
 class HotplugState:
     cpu_slots: tuple[CpuSlot, ...]
     dimms: tuple[tuple[str, int], ...]  # (device id, MiB), as QEMU lists them
-    virtio_mem_mib: int                 # virtio-mem's requested size (all devices')
+    virtio_mem: tuple[tuple[str, int], ...]  # per virtio-mem device: (id, requested MiB)
     block_mib: int                      # the guest's memory block size
     dimm_nodes: tuple[int, ...] = ()    # each DIMM's guest node, as `dimms` (empty: 0)
-    virtio_mem: tuple[tuple[str, int], ...] = ()  # per virtio-mem device: (id, MiB)
 
     @property
     def vcpus(self) -> int:
         return sum(1 for s in self.cpu_slots if s.qom_path)
+
+    @property
+    def virtio_mem_mib(self) -> int:
+        """What all virtio-mem devices have plugged."""
+        return sum(mib for _, mib in self.virtio_mem)
 
 
 @dataclass(frozen=True)
@@ -267,7 +271,7 @@ def plan_virtio_mem(sizing: SizingPlan, state: HotplugState, want: int, reasons:
                                                        for d in devices)] if numa else [1]
     blocks = deal_blocks(extra // state.block_mib, weights, [0] * len(devices),
                          state.block_mib, [d.region_mib // state.block_mib for d in devices])
-    now = dict(state.virtio_mem) or {VIRTIO_MEM_ID: state.virtio_mem_mib}
+    now = dict(state.virtio_mem)
     steps = [QmpStep("qom-set", {"path": d.path, "property": "requested-size",
                                  "value": b * state.block_mib * MIB})
              for d, b in zip(devices, blocks, strict=True)

@@ -92,5 +92,4 @@ async def read_state(qmp: Qmp, block_mib: int) -> HotplugState:
     slots = parse_cpu_slots(await execute(qmp, "query-hotpluggable-cpus"))
     dimms, nodes, virtio_mem = parse_memory_devices(
         await execute(qmp, "query-memory-devices"))
-    return HotplugState(slots, dimms, sum(m for _, m in virtio_mem), block_mib, nodes,
-                        virtio_mem)
+    return HotplugState(slots, dimms, virtio_mem, block_mib, nodes)
