@@ -29,7 +29,12 @@ class Passthrough:
     host_node: int           # UNKNOWN_NODE (-1) when the host does not say
     bus: str                 # the pcie-root-port it is plugged into
     guest_node: int | None   # None without guest NUMA
-    expander: str | None     # the pxb-pcie its root port is on; None: the root bus
+
+    @property
+    def expander(self) -> str | None:
+        """The pxb-pcie its root port is on: its guest node's; None (the root bus) without
+        guest NUMA."""
+        return None if self.guest_node is None else expander_id(self.guest_node)
 
     def to_json(self) -> dict[str, Any]:
         return {"bdf": self.bdf, "host_node": self.host_node, "guest_node": self.guest_node,
@@ -69,10 +74,9 @@ def vfio_bdfs(groups: tuple[int, ...], topology: HostTopology, source: str) -> t
 def plan_passthrough(bdfs: tuple[str, ...], numa: NumaPlan | None, topology: HostTopology
                      ) -> tuple[Passthrough, ...]:
     if numa is None:
-        return tuple(Passthrough(b, _node(topology.device_node(b)), f"rp-vfio{i}", None, None)
+        return tuple(Passthrough(b, _node(topology.device_node(b)), f"rp-vfio{i}", None)
                      for i, b in enumerate(bdfs))
-    return tuple(Passthrough(d.bdf, d.host_node, d.bus, d.guest_node,
-                             expander_id(d.guest_node)) for d in numa.devices)
+    return tuple(Passthrough(d.bdf, d.host_node, d.bus, d.guest_node) for d in numa.devices)
 
 
 def _node(node: int | None) -> int:
@@ -82,7 +86,7 @@ def _node(node: int | None) -> int:
 def expanders(devices: tuple[Passthrough, ...]) -> list[tuple[str, int, int]]:
     """(pxb-pcie id, first bus number, guest node) per expander in use. Bus numbers are
     spread evenly after the root bus's, so each has room for a bus per root port behind it."""
-    nodes = sorted({d.guest_node for d in devices if d.expander and d.guest_node is not None})
+    nodes = sorted({d.guest_node for d in devices if d.guest_node is not None})
     if not nodes:
         return []
     step = (MAX_BUS + 1 - FIRST_PXB_BUS) // len(nodes)

@@ -96,10 +96,9 @@ async def inspect_sandbox(state_root: str, sandbox_id: str, topology: HostTopolo
     plan = _read_json(os.path.join(state_dir, PLAN_FILE))
     vcpus = [VcpuView(index, tid, _node_id(cpus, index), *_thread(pid, tid, topology, proc))
              for index, tid in sorted(parse_cpus_fast(cpus).items())]
-    numa = plan.get("numa")
     return SandboxView(sandbox_id, pid, _read_json(os.path.join(state_dir, PLACEMENT_FILE)),
-                       vcpus, _memory(memdevs, pid, proc), numa,
-                       numa.get("devices", []) if isinstance(numa, dict) else [])
+                       vcpus, _memory(memdevs, pid, proc), plan.get("numa"),
+                       plan.get("devices", []))
 
 
 async def _query(socket_path: str) -> tuple[Any, Any]:
@@ -184,8 +183,7 @@ def _memory(memdevs: Any, pid: int, proc: str) -> list[MemoryView]:
     # boot memory, then hot-plugged in slot order) to a mapping of its size and policy.
     for dev in sorted(memdevs, key=lambda d: _natural(d["id"])):
         policy = dev.get("policy", "default")
-        want = "default" if policy == "default" else policy
-        match = next((m for m in mappings if m[0] == dev["size"] and m[1] == want), None)
+        match = next((m for m in mappings if m[0] == dev["size"] and m[1] == policy), None)
         if match is not None:
             mappings.remove(match)
         views.append(MemoryView(dev["id"], dev["size"] // MIB, policy,
@@ -223,7 +221,7 @@ def render(view: SandboxView) -> str:
     if view.devices:
         out.append("")
         out += _table(["device", "host node", "guest node", "bus"],
-                      [[d["bdf"], str(d["host_node"]), str(d["guest_node"]), d["bus"]]
+                      [[d["bdf"], str(d["host_node"]), _dash(d["guest_node"]), d["bus"]]
                        for d in view.devices])
     return "\n".join(out)
 

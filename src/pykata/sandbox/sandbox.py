@@ -165,7 +165,8 @@ class Sandbox:
         s = self.plan.sizing
         doc = {"vcpus": s.vcpus, "max_vcpus": s.max_vcpus, "memory_mib": s.memory_mib,
                "max_memory_mib": s.max_memory_mib,
-               "numa": self.plan.numa.to_json() if self.plan.numa else None}
+               "numa": self.plan.numa.to_json() if self.plan.numa else None,
+               "devices": [d.to_json() for d in self.plan.passthrough]}
         with open(os.path.join(self.state_dir, PLAN_FILE), "w") as f:
             json.dump(doc, f)
 
