@@ -91,19 +91,21 @@ def _guest_cpuset(linux: dict[str, Any], numa: NumaPlan | None) -> None:
     """Host CPU ids mean nothing in the guest (vCPU placement keeps the pod on them): cpus
     go; mems become the guest nodes bound to those host nodes (none: mems go too)."""
     resources = linux.get("resources")
-    cpu = resources.get("cpu") if isinstance(resources, Mapping) else None
+    if not isinstance(resources, Mapping):
+        return
+    cpu = resources.get("cpu")
     if not isinstance(cpu, Mapping) or not ({"cpus", "mems"} & cpu.keys()):
         return
-    cpu = {k: v for k, v in cpu.items() if k not in ("cpus", "mems")}
-    mems = linux["resources"]["cpu"].get("mems")
+    mems = cpu.get("mems")
+    kept = {k: v for k, v in cpu.items() if k not in ("cpus", "mems")}
     if isinstance(mems, str) and mems.strip() and numa is not None:
         try:
             guest = guest_mems(CpuSet.parse(mems), numa)
         except CpuSetError:
             guest = CpuSet()  # sizing refused it already; nothing to translate
         if guest:
-            cpu["mems"] = str(guest)
-    linux["resources"] = {**linux["resources"], "cpu": cpu}
+            kept["mems"] = str(guest)
+    linux["resources"] = {**resources, "cpu": kept}
 
 
 def _guest_mount(mount: dict[str, Any], cid: str, index: int,
