@@ -92,6 +92,25 @@ def test_abort_remove_restores_the_state() -> None:
     assert c.state is State.RUNNING
 
 
+def test_an_exit_not_yet_applied_already_counts() -> None:
+    """The init's exit future is set, its state callback has not run yet: a call that saw
+    the exit (WaitProcess answers at once) finds the container stopped, not running."""
+    from pykata.agent.registry import Process
+    from pykata.domain.errors import StateError
+
+    async def scenario() -> None:
+        exit_code: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        c = Container("c", "/b", state=State.RUNNING)
+        c.init = Process("", 1, None, exit_code)  # type: ignore[arg-type]
+        c.require("signal")
+        exit_code.set_result(0)
+        with pytest.raises(StateError, match="state is stopped"):
+            c.require("signal")
+        assert c.state is State.STOPPED
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("ident", ["c1", "a" * 128, "x.y_z-1+2"], ids=["plain", "max", "punct"])
 def test_good_ids(ident: str) -> None:
     assert check_id("container_id", ident) == ident

@@ -131,6 +131,11 @@ class Container:
         self.state = State.STOPPED if exited else self.state_before_remove
 
     def require(self, operation: str) -> None:
+        # The init's exit moves the state in a loop callback that runs soon after its future
+        # is set; a call in between (one that saw the exit, through WaitProcess) must already
+        # see the container stopped.
+        if self.init is not None and self.init.exit.done() and self.state in _LIVE:
+            self.state = TRANSITIONS[(self.state, Event.EXITED)]
         if self.state not in REQUIRES[operation]:
             raise StateError(f"container {self.id!r}: {operation}", self.state.value,
                              _names(REQUIRES[operation]))
