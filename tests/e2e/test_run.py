@@ -133,3 +133,43 @@ def test_ctrl_c_tears_everything_down(pykata: Pykata) -> None:
             proc.kill()
             proc.wait()
     assert leftovers(pykata.state_dir) == []
+
+
+def _netadmin_bundle(pykata: Pykata, tmp_path: Path, script: str,
+                     sysctl: dict[str, str]) -> Path:
+    spec = default_spec(["sh", "-c", script])
+    spec["root"]["path"] = str(pykata.image_dir / "rootfs" / "busybox")
+    caps = spec["process"].setdefault("capabilities", {})
+    for kind in ("bounding", "effective", "permitted"):
+        caps[kind] = sorted({*caps.get(kind, []), "CAP_NET_ADMIN"})
+    # No network namespace of its own: the container shares the VM's, as a pod's do.
+    spec["linux"]["namespaces"] = [ns for ns in spec["linux"]["namespaces"]
+                                   if ns["type"] != "network"]
+    spec["linux"]["sysctl"] = sysctl
+    (tmp_path / "config.json").write_text(json.dumps(spec))
+    return tmp_path
+
+
+def test_modules_load_on_demand_and_sysctls_apply(pykata: Pykata, tmp_path: Path) -> None:
+    """The guest kernel's request_module finds bridge, veth, 8021q and vxlan (and their
+    dependencies) through modprobe; a net.* sysctl lands in the VM's namespace (the agent's
+    doing) and an IPC one in the container's (the runtime's)."""
+    script = ("ip link add br0 type bridge && ip link add v0 type veth peer name v1 && "
+              "ip link add link v0 name v0.5 type vlan id 5 && "
+              "ip link add vx0 type vxlan id 42 dstport 4789 dev v0 && "
+              "cat /proc/sys/net/ipv4/ip_local_port_range /proc/sys/kernel/shm_rmid_forced && "
+              "cut -d' ' -f1 /proc/modules")
+    bundle = _netadmin_bundle(pykata, tmp_path, script, {
+        "net.ipv4.ip_local_port_range": "20000 30000", "kernel.shm_rmid_forced": "1"})
+    r = pykata.run("run", "--bundle", str(bundle))
+    assert r.returncode == 0, r.stderr.decode()
+    lines = r.stdout.decode().split()
+    assert lines[:3] == ["20000", "30000", "1"]
+    assert {"bridge", "stp", "llc", "veth", "8021q", "vxlan"} <= set(lines[3:])
+
+
+def test_a_sysctl_the_guest_lacks_is_named(pykata: Pykata, tmp_path: Path) -> None:
+    bundle = _netadmin_bundle(pykata, tmp_path, "true", {"net.ipv4.no_such_sysctl": "1"})
+    r = pykata.run("run", "--bundle", str(bundle))
+    assert r.returncode == 125
+    assert "'net.ipv4.no_such_sysctl': the guest kernel has no such sysctl" in r.stderr.decode()

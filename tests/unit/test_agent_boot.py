@@ -9,7 +9,7 @@ from pykata.agent.boot import plan_boot_modules, read_virtio_devices
 MODULES = [f"/lib/modules/v/{n}.ko" for n in (
     "virtio_ring", "virtio", "virtio_pci", "virtio_console", "fuse", "virtiofs", "vsock",
     "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport", "virtio_mem",
-    "failover", "net_failover", "virtio_net", "overlay", "mystery")]
+    "failover", "net_failover", "virtio_net", "mystery")]
 
 
 def _names(paths: list[str]) -> list[str]:

@@ -18,7 +18,7 @@ CLOUD = {
     "vmw_vsock_virtio_transport": ["vmw_vsock_virtio_transport_common", "virtio",
                                    "virtio_ring", "vsock"],
     "virtio_mem": ["virtio"], "failover": [], "net_failover": ["failover"],
-    "virtio_net": ["net_failover", "virtio", "virtio_ring"], "overlay": [],
+    "virtio_net": ["net_failover", "virtio", "virtio_ring"],
 }
 
 
@@ -55,3 +55,15 @@ def test_default_modules_every_dep_first() -> None:
 def test_errors(requested: list[str], depmap: dict[str, list[str]], message: str) -> None:
     with pytest.raises(ImageError, match=message):
         order_from_map(requested, depmap)
+
+
+def test_depmod_files_list_each_closure_nearest_first() -> None:
+    from pykata.image.kmod import depmod_files
+
+    files = {"llc": "llc.ko.xz", "stp": "stp.ko.xz", "bridge": "bridge.ko.xz",
+             "virtio": "virtio.ko"}
+    depends = {"llc": [], "stp": ["llc"], "bridge": ["stp", "llc"], "virtio": []}
+    dep, alias = depmod_files(files, depends, {"bridge": ["rtnl-link-bridge"], "llc": []})
+    assert dep.splitlines() == ["bridge.ko.xz: stp.ko.xz llc.ko.xz", "llc.ko.xz:",
+                                "stp.ko.xz: llc.ko.xz", "virtio.ko:"]
+    assert alias == "alias rtnl-link-bridge bridge\n"

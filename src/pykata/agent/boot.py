@@ -45,8 +45,6 @@ DEVICE_MODULES: dict[int, frozenset[str]] = {
     24: frozenset({"virtio_mem"}),
     26: frozenset({"fuse", "virtiofs"}),
 }
-# Loaded when first needed, never at boot.
-ON_DEMAND_MODULES = frozenset({"overlay"})
 
 
 def module_name(path: str) -> str:
@@ -56,7 +54,7 @@ def module_name(path: str) -> str:
 def plan_boot_modules(paths: Sequence[str], devices: set[int]) -> list[str]:
     """The non-core modules to load for the present virtio `devices`, in the given
     (dependency) order. Modules no table knows are loaded too: better slow than missing."""
-    known = CORE_MODULES | ON_DEMAND_MODULES
+    known = set(CORE_MODULES)
     wanted: set[str] = set()
     for device, names in DEVICE_MODULES.items():
         known |= names

@@ -5,14 +5,18 @@ Pure: JSON bytes in, validated document out, errors naming the container and the
   path is taken under <shared_root>/<container id>/, where the host's rootfs appears.
 - process.terminal passes through (must be a boolean): true gives the process a pty
   (`pykata.agent.terminal`), false or absent three pipes.
+- linux.namespaces: a path naming another container's namespace (the host's
+  `container_ns_path`) becomes that container's init's /proc/<pid>/ns file.
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
+from collections.abc import Callable
 from typing import Any
 
+from pykata.domain.contract import NS_FILES, parse_container_ns_path
 from pykata.domain.errors import SpecError
 
 
@@ -58,3 +62,20 @@ def prepare_spec(container_id: str, data: bytes, shared_root: str) -> dict[str, 
 def prepare_process(container_id: str, exec_id: str, data: bytes) -> dict[str, Any]:
     source = f"exec {exec_id!r} in container {container_id!r}"
     return check_process(source, _load(source, data))
+
+
+def resolve_namespaces(source: str, spec: dict[str, Any], init_pid: Callable[[str], int]) -> None:
+    """Points each namespace that names a container's (`container_ns_path`) at that
+    container's init; `init_pid(container id)` raises when it has none running."""
+    linux = spec.get("linux")
+    namespaces = linux.get("namespaces") if isinstance(linux, dict) else None
+    for ns in namespaces if isinstance(namespaces, list) else ():
+        path = ns.get("path") if isinstance(ns, dict) else None
+        ref = parse_container_ns_path(path) if isinstance(path, str) else None
+        if ref is None:
+            continue
+        cid, kind = ref
+        if kind != ns.get("type"):
+            raise SpecError(source, "linux.namespaces",
+                            f"{path!r} is a {kind} namespace, named for {ns.get('type')!r}")
+        ns["path"] = f"/proc/{init_pid(cid)}/ns/{NS_FILES[kind]}"

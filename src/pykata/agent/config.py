@@ -29,6 +29,8 @@ class AgentConfig(NamedTuple):
     modules: tuple[str, ...] = ()
     port_name: str = AGENT_PORT_NAME
     vsock_port: int = VSOCK_PORT
+    # Where sysctls a container's spec names are written (the VM's own, for `net.*`).
+    sysctl_root: str = "/proc/sys"
 
     def with_overrides(self, **values: Any) -> AgentConfig:
         """A copy with every value that is not None replaced."""

@@ -18,7 +18,12 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pykata.agent.bundle import prepare_process, prepare_spec, wants_terminal
+from pykata.agent.bundle import (
+    prepare_process,
+    prepare_spec,
+    resolve_namespaces,
+    wants_terminal,
+)
 from pykata.agent.config import AgentConfig
 from pykata.agent.console import log
 from pykata.agent.reaper import Reaper
@@ -36,6 +41,7 @@ from pykata.agent.registry import (
 from pykata.agent.runtime import OciRuntime
 from pykata.agent.stdio import MAX_READ, ProcessStdio, pipe_stdio
 from pykata.agent.storage import MountPlan, Storage, System, plan_mount
+from pykata.agent.sysctls import apply_sysctls, take_vm_sysctls
 from pykata.domain.errors import StateError
 
 if TYPE_CHECKING:
@@ -64,11 +70,23 @@ class Containers:
     async def create(self, cid: str, spec_json: bytes, storages: Sequence[Storage]) -> None:
         check_id("container_id", cid)
         spec = prepare_spec(cid, spec_json, self._config.shared_root)
+        source = f"container {cid!r} spec"
+        resolve_namespaces(source, spec, self._init_pid)
+        sysctls = take_vm_sysctls(spec, source, root=self._config.sysctl_root)
         plans = [plan_mount(s) for s in storages]
         container = self.registry.reserve(cid, self._bundle(cid))
-        await asyncio.shield(self._create(container, spec, plans))
+        await asyncio.shield(self._create(container, spec, plans, sysctls))
 
-    async def _create(self, c: Container, spec: dict[str, Any], plans: list[MountPlan]) -> None:
+    def _init_pid(self, cid: str) -> int:
+        """The init of a container whose namespaces another joins: it must be running."""
+        c = self.registry.get(cid)
+        if c.init is None or c.init.exit.done():
+            raise StateError(f"container {cid!r}: join its namespaces", c.state.value,
+                             "created or running")
+        return c.init.pid
+
+    async def _create(self, c: Container, spec: dict[str, Any], plans: list[MountPlan],
+                      sysctls: dict[str, str]) -> None:
         created = False
 
         async def create(stdio: Sequence[int], console: str | None) -> int:
@@ -87,6 +105,7 @@ class Containers:
             if not os.path.isdir(spec["root"]["path"]):
                 raise BadValue("root.path", spec["root"]["path"],
                                f"container {c.id!r}: no such directory")
+            apply_sysctls(sysctls, f"container {c.id!r} spec", self._config.sysctl_root)
             pid, stdio = await self._launch(create, wants_terminal(spec["process"]))
         except BaseException:
             if created:  # the terminal never arrived: the runtime must forget the container

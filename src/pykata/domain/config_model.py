@@ -207,6 +207,10 @@ class RuntimeConfig:
         "Put all the sandbox's host processes (QEMU, virtiofsd, the shim) in the sandbox's "
         "cgroup; otherwise only the vCPU threads are there, the rest in "
         "`/pykata_overhead/<id>`.", annotation="sandbox_cgroup_only"))
+    allow_host_namespaces: bool = field(default=False, metadata=_spec(
+        "Run a sandbox that asks for the host's network, PID or IPC namespace (Kubernetes' "
+        "`hostNetwork`, `hostPID`, `hostIPC`), which a VM cannot share, with namespaces of "
+        "its own and a warning; otherwise it is refused.", pykata=True))
     internetworking_model: str = field(default="tcfilter", metadata=_spec(
         "How the VM joins the pod's network namespace (the spec's `network` namespace path): "
         "`tcfilter`, a tap per interface with tc redirects both ways; `none`, no network "

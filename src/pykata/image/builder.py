@@ -60,6 +60,8 @@ class BuildOptions:
     oci_runtime: str = "crun"
     compression: str = "none"
     modules: tuple[str, ...] = kmod.DEFAULT_MODULES
+    on_demand: tuple[str, ...] = kmod.ON_DEMAND_MODULES
+    on_demand_dirs: tuple[str, ...] = kmod.ON_DEMAND_DIRS
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,8 @@ def resolve_inputs(opts: BuildOptions, apt: debs.Apt) -> Inputs:
     agent = {str(rel): sha256_file(agent_dir / rel) for rel in stage.agent_files(agent_dir)}
     options: dict[str, object] = {
         "oci_runtime": opts.oci_runtime, "compression": opts.compression,
-        "modules": list(opts.modules), "pyc_magic": pycompile.host_magic().hex()}
+        "modules": list(opts.modules), "on_demand": list(opts.on_demand),
+        "on_demand_dirs": list(opts.on_demand_dirs), "pyc_magic": pycompile.host_magic().hex()}
     return Inputs(versions, (kpkg, *primary), kpkg, agent_dir,
                   inputs_hash(versions, agent, options))
 
@@ -189,8 +192,12 @@ def _fetcher(apt: debs.Apt, inputs: Inputs, debs_dir: Path, unpack_dir: Path,
 
 def _stage_root(opts: BuildOptions, trees: Mapping[str, Path], inputs: Inputs,
                 root: Path, progress: Progress) -> stage.KernelParts:
-    kernel = stage.stage_kernel(trees[inputs.kernel_package], root, opts.modules)
-    progress(f"kernel {kernel.version}: {len(kernel.modules)} modules")
+    kpkg = trees[inputs.kernel_package]
+    modules_dir = next((kpkg / "lib/modules").glob("*/kernel"), kpkg)
+    on_demand = [*opts.on_demand, *kmod.modules_under(modules_dir, opts.on_demand_dirs)]
+    kernel = stage.stage_kernel(kpkg, root, opts.modules, on_demand)
+    progress(f"kernel {kernel.version}: {len(kernel.modules)} modules at boot, "
+              f"{kernel.on_demand} on demand")
     stage.stage_busybox(trees[debs.BUSYBOX_PACKAGE], root)
     count = stage.stage_python([trees[p] for p in debs.PYTHON_PACKAGES], root)
     progress(f"python stdlib: {count} files after pruning")

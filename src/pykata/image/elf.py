@@ -131,5 +131,8 @@ def modinfo(data: bytes, what: str = "module") -> dict[str, list[str]]:
 
 def module_depends(data: bytes, what: str = "module") -> tuple[str, ...]:
     """The module names listed in `depends=` (comma separated, possibly empty)."""
-    values = modinfo(data, what).get("depends", [])
-    return tuple(d for v in values for d in v.split(",") if d)
+    return split_depends(modinfo(data, what))
+
+
+def split_depends(info: dict[str, list[str]]) -> tuple[str, ...]:
+    return tuple(d for v in info.get("depends", []) for d in v.split(",") if d)

@@ -62,8 +62,12 @@ def copy_from_tree(root: Path, rel: str, dst: Path) -> None:
 
 
 def write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    write_bytes(path, text.encode(), mode)
+
+
+def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_bytes(data)
     os.chmod(path, mode)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from pykata.domain.errors import ImageError
 
-BUILDER_VERSION = "4"
+BUILDER_VERSION = "5"
 
 
 @dataclass(frozen=True)

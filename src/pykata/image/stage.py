@@ -9,6 +9,7 @@ builder. Nothing here downloads, archives or compresses.
 from __future__ import annotations
 
 import json
+import lzma
 import os
 import subprocess
 from collections.abc import Sequence
@@ -16,8 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from pykata.domain.errors import ImageError
-from pykata.image import kmod
-from pykata.image.files import copy_file, copy_from_tree, resolve_in_tree, write_text
+from pykata.image import elf, kmod
+from pykata.image.files import (
+    copy_file,
+    copy_from_tree,
+    resolve_in_tree,
+    write_bytes,
+    write_text,
+)
 from pykata.image.pycompile import keep_stdlib_path
 
 STDLIB = "usr/lib/python3.11"
@@ -47,10 +54,13 @@ class KernelParts:
     version: str  # e.g. "6.1.0-56-cloud-amd64"
     vmlinuz: Path  # inside the unpacked package
     modules: tuple[str, ...]  # guest paths, load order
+    on_demand: int = 0  # modules only modprobe loads (xz-compressed)
 
 
-def stage_kernel(pkg: Path, root: Path, requested: Sequence[str]) -> KernelParts:
-    """Copy the requested modules (and their deps) flat into /lib/modules/<version>/."""
+def stage_kernel(pkg: Path, root: Path, requested: Sequence[str],
+                 on_demand: Sequence[str] = ()) -> KernelParts:
+    """Copy the requested modules (and their deps) flat into /lib/modules/<version>/, the
+    on-demand ones (and theirs) xz-compressed beside them, with modprobe's index files."""
     versions = sorted(p.name for p in (pkg / "lib/modules").iterdir() if p.is_dir())
     if len(versions) != 1:
         raise ImageError(f"{pkg.name}: expected one /lib/modules/<version>, found {versions}")
@@ -60,11 +70,28 @@ def stage_kernel(pkg: Path, root: Path, requested: Sequence[str]) -> KernelParts
         raise ImageError(f"{pkg.name}: /boot/vmlinuz-{version} is missing")
     guest: list[str] = []
     modules_dir = pkg / "lib/modules" / version / "kernel"
+    target = root / "lib/modules" / version
+    files: dict[str, str] = {}
+    infos: dict[str, dict[str, list[str]]] = {}
     for name, ko in kmod.resolve_modules(modules_dir, requested, pkg.name):
-        rel = f"lib/modules/{version}/{name}.ko"
-        copy_file(ko, root / rel, 0o644)
-        guest.append("/" + rel)
-    return KernelParts(version, vmlinuz, tuple(guest))
+        copy_file(ko, target / f"{name}.ko", 0o644)
+        guest.append(f"/lib/modules/{version}/{name}.ko")
+        files[name] = f"{name}.ko"
+        infos[name] = elf.modinfo(ko.read_bytes(), ko.name)
+    for name, ko in kmod.resolve_modules(modules_dir, on_demand, pkg.name):
+        if name in files:
+            continue
+        data = ko.read_bytes()
+        infos[name] = elf.modinfo(data, ko.name)
+        files[name] = f"{name}.ko.xz"
+        # CRC32: the check busybox's xz decoder always has.
+        write_bytes(target / files[name], lzma.compress(data, check=lzma.CHECK_CRC32), 0o644)
+    dep, alias = kmod.depmod_files(
+        files, {n: elf.split_depends(i) for n, i in infos.items()},
+        {n: i.get("alias", []) for n, i in infos.items()})
+    write_text(target / "modules.dep", dep)
+    write_text(target / "modules.alias", alias)
+    return KernelParts(version, vmlinuz, tuple(guest), len(files) - len(guest))
 
 
 def busybox_applets(busybox: Path) -> list[str]:

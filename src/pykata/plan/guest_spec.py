@@ -3,7 +3,9 @@
 Host-only parts cannot work inside the VM: the root path moves to the shared mount,
 namespace paths and hooks name host objects. Bind mounts of host files and directories
 become shares: the host binds the source below the shared directory, and the guest spec
-binds it from there. Each dropped part becomes a warning, never a silent change.
+binds it from there. A pod member's namespace paths that name its sandbox container's
+namespaces (CRI's POD mode) become that container's namespaces in the guest. Each dropped
+part becomes a warning, never a silent change.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pykata.domain.contract import NS_FILES, container_ns_path
 from pykata.domain.cpuset import CpuSet, CpuSetError
+from pykata.domain.errors import SpecError
 from pykata.plan.numa import NumaPlan, guest_mems
 from pykata.plan.pci import VFIO_DIR
 from pykata.plan.vm import GUEST_SHARED_DIR
@@ -35,10 +39,48 @@ class Share:
 
 
 @dataclass(frozen=True)
+class PodNamespaces:
+    """What a pod member's namespace paths can name: containerd writes the sandbox
+    container's as /proc/<its host pid>/ns/<file>, and every task's host pid is QEMU's."""
+    host_pid: int
+    sandbox_container: str
+
+    def guest_path(self, ns_type: str, host_path: str) -> str | None:
+        name = NS_FILES.get(ns_type)
+        if name is None or host_path != f"/proc/{self.host_pid}/ns/{name}":
+            return None
+        return container_ns_path(self.sandbox_container, ns_type)
+
+
+@dataclass(frozen=True)
 class GuestSpec:
     doc: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     shares: list[Share] = field(default_factory=list)
+
+
+# Namespaces a sandbox's spec leaves out to share the host's (CRI's NODE mode), by the
+# Kubernetes field that asks for it.
+_HOST_NAMESPACES = {"network": "hostNetwork", "pid": "hostPID", "ipc": "hostIPC"}
+
+
+def check_host_namespaces(doc: Mapping[str, Any], allow: bool, source: str) -> list[str]:
+    """A sandbox spec with no network, PID or IPC namespace asks for the host's, which a VM
+    cannot share: refused, or with `allow` run with the VM's own and a warning."""
+    linux = doc.get("linux")
+    namespaces = linux.get("namespaces") if isinstance(linux, Mapping) else None
+    present = {ns.get("type") for ns in namespaces or () if isinstance(ns, Mapping)}
+    host = [f"{kind} ({field})" for kind, field in _HOST_NAMESPACES.items()
+            if kind not in present]
+    if not host:
+        return []
+    what = f"the host's {', '.join(host)} namespace{'s' if len(host) > 1 else ''}"
+    if not allow:
+        raise SpecError(source, "linux.namespaces",
+                        f"asks for {what}: a VM cannot share the host's namespaces; "
+                        "[runtime] allow_host_namespaces = true runs it with the VM's own")
+    return [f"linux.namespaces asks for {what}: a VM cannot share them; the sandbox gets "
+            "the VM's own (runtime.allow_host_namespaces)"]
 
 
 def _is_bind(mount: Mapping[str, Any]) -> bool:
@@ -47,9 +89,11 @@ def _is_bind(mount: Mapping[str, Any]) -> bool:
 
 
 def plan_guest_spec(doc: Mapping[str, Any], container_id: str,
-                    numa: NumaPlan | None = None, vm_netns: bool = False) -> GuestSpec:
+                    numa: NumaPlan | None = None, vm_netns: bool = False,
+                    pod: PodNamespaces | None = None) -> GuestSpec:
     """`vm_netns`: the sandbox has the pod's network, which is the VM's own namespace: a
-    network namespace with a path (the pod's) becomes the VM's, not a new one."""
+    network namespace with a path (the pod's) becomes the VM's, not a new one.
+    `pod`: the container joins a pod whose sandbox container runs in the VM."""
     out = copy.deepcopy(dict(doc))
     plan = GuestSpec(out)
     out["root"] = {**out.get("root", {}), "path": guest_rootfs(container_id)}
@@ -58,20 +102,30 @@ def plan_guest_spec(doc: Mapping[str, Any], container_id: str,
     out["mounts"] = [m for m in (_guest_mount(m, container_id, i, plan)
                                  for i, m in enumerate(out.get("mounts", []))) if m]
     linux = dict(out.get("linux", {}))
-    namespaces = []
-    for ns in linux.get("namespaces", []):
-        if vm_netns and ns.get("type") == "network" and ns.get("path"):
-            continue  # no entry: the container stays in the agent's (the VM's) namespace
-        if "path" in ns:
-            plan.warnings.append(f"namespace {ns.get('type')} path {ns['path']!r} is a host "
-                                 "path; the container gets a new one in the VM")
-        namespaces.append({"type": ns.get("type")})
-    linux["namespaces"] = namespaces
+    linux["namespaces"] = _guest_namespaces(linux.get("namespaces", []), vm_netns, pod, plan)
     linux["cgroupsPath"] = f"/pykata/{container_id}"
     _drop_vfio(linux, plan)
     _guest_cpuset(linux, numa)
     out["linux"] = linux
     return plan
+
+
+def _guest_namespaces(namespaces: list[dict[str, Any]], vm_netns: bool,
+                      pod: PodNamespaces | None, plan: GuestSpec) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for ns in namespaces:
+        kind, path = ns.get("type"), ns.get("path")
+        if vm_netns and kind == "network" and path:
+            continue  # no entry: the container stays in the agent's (the VM's) namespace
+        joined = pod.guest_path(str(kind), str(path)) if pod is not None and path else None
+        if joined is not None:
+            out.append({"type": kind, "path": joined})
+            continue
+        if path:
+            plan.warnings.append(f"namespace {kind} path {path!r} is a host path; the "
+                                 "container gets a new one in the VM")
+        out.append({"type": kind})
+    return out
 
 
 def _drop_vfio(linux: dict[str, Any], plan: GuestSpec) -> None:

@@ -25,7 +25,7 @@ from pykata.host import mounts
 from pykata.host.cgroups import RECORD_FILE, SandboxCgroups
 from pykata.host.vfio import check_vfio_ready
 from pykata.plan.cgroups import sandbox_cgroup_path
-from pykata.plan.guest_spec import plan_guest_spec
+from pykata.plan.guest_spec import PodNamespaces, plan_guest_spec
 from pykata.plan.network import NetworkRequest
 from pykata.plan.pinning import check_cpusets, host_cpu_set
 from pykata.plan.sizing import Limits, ResizeTarget
@@ -223,7 +223,7 @@ class Sandbox:
         if cid in self.containers:
             raise PykataError(f"container {cid!r} already exists in sandbox {self.id}")
         guest = plan_guest_spec(spec.doc, cid, self.plan.numa,
-                                vm_netns=self.network is not None)
+                                vm_netns=self.network is not None, pod=self._pod(cid))
         container = self.containers[cid] = Container(cid)
         try:
             self._share(container, rootfs, "rootfs", spec.root_readonly)
@@ -236,6 +236,13 @@ class Sandbox:
             self._unshare(container)
             raise
         return guest.warnings
+
+    def _pod(self, cid: str) -> PodNamespaces | None:
+        """For a pod member: the namespaces of the pod's sandbox container, the container
+        whose id is the sandbox's (CRI's pause), which the member may name to join."""
+        if cid == self.id or self.id not in self.containers or self.vm is None:
+            return None
+        return PodNamespaces(self.vm.qemu.pid, self.id)
 
     def _share(self, c: Container, source: str, name: str, readonly: bool) -> None:
         target = os.path.join(self.shared_dir, c.id, name)

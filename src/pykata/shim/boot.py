@@ -10,6 +10,7 @@ from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts
 from pykata.host.qemu_caps import qemu_devices
 from pykata.plan.cgroups import spec_cgroups_path
+from pykata.plan.guest_spec import check_host_namespaces
 from pykata.plan.network import plan_network_request
 from pykata.plan.pci import vfio_groups
 from pykata.plan.sizing import workload_limits
@@ -24,7 +25,9 @@ async def boot_sandbox(req: BootRequest) -> Sandbox:
     annotations = parse_annotations(req.spec.doc, "config.json")
     if annotations:
         cfg = apply_annotations(cfg, annotations)
-    for warning in cfg.warnings:
+    warnings = check_host_namespaces(req.spec.doc, cfg.runtime.allow_host_namespaces,
+                                     "config.json")
+    for warning in [*cfg.warnings, *warnings]:
         log.warning("sandbox %s: %s", req.role.sandbox_id, warning)
     workload = workload_limits(req.spec.doc, "config.json")
     # A pod grows as its containers come (hotplug headroom); a lone container's VM is

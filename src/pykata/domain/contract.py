@@ -1,0 +1,28 @@
+"""Names host and guest agree on, beyond the wire format: both sides import them.
+
+Pure string building and parsing; no I/O.
+"""
+
+from __future__ import annotations
+
+# A container's namespace, named in a guest spec: `<prefix><container id>/<type>`. The
+# agent resolves it to the /proc/<pid>/ns file of that container's init when it creates a
+# container that joins it (CRI's POD mode: the pod's sandbox container's IPC, PID, UTS).
+CONTAINER_NS_PREFIX = "/run/pykata/containers/"
+# OCI namespace type -> its file under /proc/<pid>/ns/.
+NS_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
+            "user": "user", "cgroup": "cgroup"}
+
+
+def container_ns_path(container_id: str, ns_type: str) -> str:
+    return f"{CONTAINER_NS_PREFIX}{container_id}/ns/{ns_type}"
+
+
+def parse_container_ns_path(path: str) -> tuple[str, str] | None:
+    """(container id, namespace type) of a path `container_ns_path` made, else None."""
+    if not path.startswith(CONTAINER_NS_PREFIX):
+        return None
+    parts = path[len(CONTAINER_NS_PREFIX):].split("/")
+    if len(parts) != 3 or parts[1] != "ns" or not parts[0] or parts[2] not in NS_FILES:
+        return None
+    return parts[0], parts[2]
