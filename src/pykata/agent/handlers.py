@@ -19,6 +19,7 @@ from pykata.agent.console import MARKS
 from pykata.agent.containers import Containers
 from pykata.agent.guest import read_guest_details
 from pykata.agent.hotplug import online_cpu_mem
+from pykata.agent.portforward import PortForwards
 from pykata.agent.registry import BadValue, DuplicateId, UnknownId
 from pykata.agent.runtime import RuntimeFailed
 from pykata.agent.sandbox import Sandbox
@@ -87,8 +88,10 @@ def metrics(stats: CgroupStats) -> pb.CgroupMetrics:
 class AgentHandlers:
     """One coroutine per RPC, pb request in, pb response out."""
 
-    def __init__(self, sandbox: Sandbox, containers: Containers) -> None:
+    def __init__(self, sandbox: Sandbox, containers: Containers,
+                 forwards: PortForwards | None = None) -> None:
         self.sandbox, self.containers = sandbox, containers
+        self.forwards = forwards or PortForwards()
 
     async def CreateSandbox(self, r: pb.CreateSandboxRequest) -> pb.Empty:
         self.sandbox.create(r.sandbox_id, r.hostname, _storages(r.storages))
@@ -185,6 +188,20 @@ class AgentHandlers:
         # Netlink calls take microseconds, but the wait for a NIC may not block the loop.
         await asyncio.to_thread(setup_network, interfaces_of(r), routes_of(r), r.hostname,
                                 r.resolv_conf)
+        return pb.Empty()
+
+
+    async def PortForwardOpen(self, r: pb.PortForwardOpenRequest) -> pb.PortForwardOpenResponse:
+        return pb.PortForwardOpenResponse(stream_id=await self.forwards.open(r.port))
+
+    async def PortForwardRead(self, r: pb.PortForwardReadRequest) -> pb.ReadStreamResponse:
+        return pb.ReadStreamResponse(data=await self.forwards.read(r.stream_id, r.len))
+
+    async def PortForwardWrite(self, r: pb.PortForwardWriteRequest) -> pb.WriteStreamResponse:
+        return pb.WriteStreamResponse(len=await self.forwards.write(r.stream_id, r.data))
+
+    async def PortForwardClose(self, r: pb.PortForwardCloseRequest) -> pb.Empty:
+        await self.forwards.close(r.stream_id, r.write_only)
         return pb.Empty()
 
 

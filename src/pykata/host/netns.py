@@ -84,6 +84,12 @@ def _netlink_errno(exc: BaseException) -> int | None:
     return exc.code if isinstance(exc, NetlinkError) else None
 
 
+def set_loopback_up() -> None:
+    """In the calling thread's network namespace."""
+    with _ipr() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+
 def read_namespace() -> tuple[list[HostLink], list[HostRoute]]:
     """The links (with their global addresses) and routes of the current namespace."""
     with _ipr() as ipr:

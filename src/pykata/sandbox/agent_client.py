@@ -172,3 +172,31 @@ class AgentClient:
         if resp.mem_total_bytes == 0:
             raise ProtocolError("agent OnlineCPUMem: MemTotal 0")
         return resp
+
+    async def port_forward_open(self, port: int) -> int:
+        """A stream to localhost:`port` in the VM's network namespace; its id."""
+        resp = await self._unary("PortForwardOpen", pb.PortForwardOpenRequest(port=port),
+                                 pb.PortForwardOpenResponse)
+        if resp.stream_id == 0:
+            raise ProtocolError("agent PortForwardOpen: stream id 0")
+        return resp.stream_id
+
+    async def port_forward_read(self, stream_id: int) -> bytes:
+        """Waits for data; empty at the end of the stream."""
+        req = pb.PortForwardReadRequest(stream_id=stream_id, len=READ_CHUNK)
+        data = (await self._call(AGENT, "PortForwardRead", req, pb.ReadStreamResponse,
+                                 None)).data
+        if len(data) > req.len:
+            raise ProtocolError(f"agent PortForwardRead: {len(data)} bytes, asked for {req.len}")
+        return data
+
+    async def port_forward_write(self, stream_id: int, data: bytes) -> int:
+        req = pb.PortForwardWriteRequest(stream_id=stream_id, data=data)
+        n = (await self._unary("PortForwardWrite", req, pb.WriteStreamResponse)).len
+        if not 0 < n <= len(data):
+            raise ProtocolError(f"agent PortForwardWrite: wrote {n} of {len(data)} bytes")
+        return n
+
+    async def port_forward_close(self, stream_id: int, write_only: bool = False) -> None:
+        req = pb.PortForwardCloseRequest(stream_id=stream_id, write_only=write_only)
+        await self._unary("PortForwardClose", req, pb.Empty)

@@ -36,6 +36,7 @@ from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.leftovers import record_pids
 from pykata.sandbox.network import attach_network
 from pykata.sandbox.placement import Placement
+from pykata.sandbox.portforward import PortForwarder
 from pykata.sandbox.resize import Resizer
 from pykata.sandbox.state import SandboxState, check_transition, require
 from pykata.vmm import vm as vmm
@@ -63,12 +64,13 @@ class Sandbox:
                  devices: frozenset[str] = frozenset(), workload: Limits = NO_LIMITS,
                  resizable: bool = True, vfio_groups: tuple[int, ...] = (),
                  cgroups_path: str | None = None,
-                 network: NetworkRequest | None = None) -> None:
+                 network: NetworkRequest | None = None, port_forward: bool = False) -> None:
         """`devices`: the QEMU binary's (none: sized statically, no hotplug headroom);
         `workload`: the limits known at boot; `resizable`: containers may come and go;
         `vfio_groups`: IOMMU groups passed through to the VM (the spec's /dev/vfio/<g>);
         `cgroups_path`: the OCI `linux.cgroupsPath` for the host cgroups;
-        `network`: the pod's network namespace (none: the VM gets no network device)."""
+        `network`: the pod's network namespace (none: the VM gets no network device);
+        `port_forward`: answer dials to localhost there from the guest (CRI's PortForward)."""
         self.id = ids.check_id("sandbox id", sandbox_id or uuid.uuid4().hex)
         sandbox_cgroup_path(cgroups_path, self.id)  # a bad one is refused before anything
         self.cgroups_path = cgroups_path
@@ -81,6 +83,7 @@ class Sandbox:
                                     workload=workload, resizable=resizable,
                                     vfio_groups=vfio_groups)
         self.network = network
+        self.port_forward = port_forward
         self.state = SandboxState.CREATED
         self.containers: dict[str, Container] = {}
         self.vm: vmm.Vm | None = None
@@ -158,6 +161,8 @@ class Sandbox:
             pb.CreateSandboxRequest(sandbox_id=self.id, storages=[storage]))
         if net and self.network:
             await self._agent.setup_network(net.request(self.network))
+            if self.port_forward:
+                await PortForwarder(self._agent, self.network.netns, self.id).start(self._stack)
         await self._place_vcpus([self._workload])
 
     def _record_plan(self) -> None:

@@ -39,7 +39,7 @@ async def boot_sandbox(req: BootRequest) -> Sandbox:
                       workload=workload, resizable=req.role.is_pod,
                       vfio_groups=vfio_groups(req.spec.doc, "config.json"),
                       cgroups_path=spec_cgroups_path(req.spec.doc, "config.json"),
-                      network=network)
+                      network=network, port_forward=req.role.is_pod)
     for warning in sandbox.plan.sizing.warnings:
         log.warning("sandbox %s: %s", sandbox.id, warning)
     log.info("sandbox %s: booting %d vCPUs, %d MiB", sandbox.id, sandbox.plan.sizing.vcpus,

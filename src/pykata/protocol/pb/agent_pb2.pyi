@@ -315,6 +315,42 @@ class PidsStat(_message.Message):
     limit: int
     def __init__(self, current: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
 
+class PortForwardCloseRequest(_message.Message):
+    __slots__ = ["stream_id", "write_only"]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    WRITE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    stream_id: int
+    write_only: bool
+    def __init__(self, stream_id: _Optional[int] = ..., write_only: bool = ...) -> None: ...
+
+class PortForwardOpenRequest(_message.Message):
+    __slots__ = ["port"]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    port: int
+    def __init__(self, port: _Optional[int] = ...) -> None: ...
+
+class PortForwardOpenResponse(_message.Message):
+    __slots__ = ["stream_id"]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    stream_id: int
+    def __init__(self, stream_id: _Optional[int] = ...) -> None: ...
+
+class PortForwardReadRequest(_message.Message):
+    __slots__ = ["len", "stream_id"]
+    LEN_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    len: int
+    stream_id: int
+    def __init__(self, stream_id: _Optional[int] = ..., len: _Optional[int] = ...) -> None: ...
+
+class PortForwardWriteRequest(_message.Message):
+    __slots__ = ["data", "stream_id"]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    stream_id: int
+    def __init__(self, stream_id: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class ReadStreamRequest(_message.Message):
     __slots__ = ["container_id", "exec_id", "len"]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
