@@ -16,6 +16,7 @@ import signal
 import time
 
 from pykata.host import cgroups, mounts
+from pykata.sandbox.portforward import clear_port_forward
 
 PIDS_FILE = "pids"
 
@@ -75,6 +76,7 @@ def clear_sandbox(state_dir: str) -> list[str]:
         from pykata.sandbox.network import clear_network  # pyroute2: only when needed
 
         done += clear_network(state_dir)
+    done += clear_port_forward(state_dir)
     for point in mounts_below(state_dir):
         mounts.unmount(point)
         done.append(f"unmounted {point}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 
 from pykata.domain.errors import PykataError
@@ -24,11 +25,25 @@ from pykata.sandbox.agent_client import AgentClient
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 16
+RECORD = "portforward"  # in the state dir: the namespace holding the redirect
+
+
+def clear_port_forward(state_dir: str) -> list[str]:
+    """A dead sandbox's redirect, removed (a namespace already gone took it along)."""
+    try:
+        with open(os.path.join(state_dir, RECORD)) as f:
+            netns = f.read().strip()
+        host.apply_nft(netns, port_redirect_removal())
+    except (OSError, PykataError):
+        return []
+    return [f"{netns}: removed the port-forward redirect"]
 
 
 class PortForwarder:
-    def __init__(self, agent: AgentClient, netns: str, sandbox_id: str) -> None:
+    def __init__(self, agent: AgentClient, netns: str, sandbox_id: str,
+                 state_dir: str) -> None:
         self.agent, self.netns, self.sandbox_id = agent, netns, sandbox_id
+        self.state_dir = state_dir
         self.port = 0
         self._servers: list[asyncio.Server] = []
         self._relays: set[asyncio.Task[None]] = set()
@@ -46,6 +61,8 @@ class PortForwarder:
         finally:
             stack.push_async_callback(self.stop)
         self.port = socks[0].getsockname()[1]
+        with open(os.path.join(self.state_dir, RECORD), "w") as f:
+            f.write(self.netns)
         await asyncio.to_thread(host.apply_nft, self.netns,
                                 port_redirect_ruleset(self.port, len(socks) > 1))
         stack.push_async_callback(self._unredirect)

@@ -162,7 +162,8 @@ class Sandbox:
         if net and self.network:
             await self._agent.setup_network(net.request(self.network))
             if self.port_forward:
-                await PortForwarder(self._agent, self.network.netns, self.id).start(self._stack)
+                await PortForwarder(self._agent, self.network.netns, self.id,
+                                    self.state_dir).start(self._stack)
         await self._place_vcpus([self._workload])
 
     def _record_plan(self) -> None:
