@@ -69,7 +69,8 @@ class Containerd:
 
     def __init__(self, *, path_prepend: Sequence[str | Path] = (),
                  env: Mapping[str, str] | None = None, namespace: str | None = None,
-                 base_dir: Path | None = None, start_timeout: float = 30.0) -> None:
+                 base_dir: Path | None = None, start_timeout: float = 30.0,
+                 argv_prefix: Sequence[str] = ()) -> None:
         # /tmp, not pytest's tmp_path: sockets need short paths (shim sockets add more).
         self.base = base_dir or Path(tempfile.mkdtemp(prefix="ctrd-", dir="/tmp"))
         # containerd takes only alphanumeric runs joined by single [._-]; mkdtemp's names
@@ -83,6 +84,9 @@ class Containerd:
         self.path_prepend = [str(p) for p in path_prepend]
         self.env = dict(env or {})
         self.start_timeout = start_timeout
+        # e.g. ["nsenter", "--net=/var/run/netns/N"]: a wrapper that execs containerd (so
+        # the pid stays containerd's).
+        self.argv_prefix = list(argv_prefix)
         self.proc: subprocess.Popen[bytes] | None = None
         if len(bytes(self.ttrpc_address)) >= SOCKET_PATH_MAX:
             raise ValueError(f"socket path {self.ttrpc_address} is over {SOCKET_PATH_MAX} bytes")
@@ -106,7 +110,8 @@ class Containerd:
         try:
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
-                    ["containerd", "--config", str(self.config_path), "--log-level", "debug"],
+                    [*self.argv_prefix, "containerd", "--config", str(self.config_path),
+                     "--log-level", "debug"],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                     start_new_session=True)
             self._wait_ready()
