@@ -213,9 +213,9 @@ class FakeSandbox:
         total = sum(containers, Limits())
         return ResizeTarget(1 + math.ceil(total.vcpus), 256 + total.memory_mib, ())
 
-    async def wait_vm(self) -> int:
+    async def wait_vm(self) -> str:
         await self._vm_exit.wait()
-        return self._vm_status
+        return f"QEMU exited (status {self._vm_status})"
 
     def crash(self, status: int) -> None:
         """QEMU dies under a running sandbox."""

@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("sandbox", nargs="?", help="sandbox id (as in the state directory)")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
 
+    cleanup = sub.add_parser(
+        "cleanup", help="remove what dead sandboxes left behind",
+        description="Remove what sandboxes whose owner (shim or `pykata run`) died left on "
+        "the host: QEMU and virtiofsd, mounts, cgroups, network redirects, state "
+        "directories, dead shims' sockets. Live sandboxes are never touched.")
+    cleanup.add_argument("--dry-run", action="store_true", help="say what would be removed")
+
     env = sub.add_parser("env", help="effective configuration and host facts, for bug reports")
     env.add_argument("--json", action="store_true", help="JSON instead of TOML")
     _add_install_parser(sub)
@@ -130,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pykata.cli import inspect
 
             return inspect.main(args)
+        if args.command == "cleanup":
+            from pykata.cli import cleanup
+
+            return cleanup.main(args)
         if args.command == "env":
             from pykata.cli import env
 

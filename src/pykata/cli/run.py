@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 
@@ -14,6 +15,7 @@ from pykata.domain.spec import Spec, default_spec, parse_spec
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts
 from pykata.plan.sizing import workload_limits
+from pykata.sandbox.leftovers import sweep
 from pykata.sandbox.run import run_container
 
 
@@ -60,5 +62,7 @@ def main(args: argparse.Namespace) -> int:
     if not os.path.isdir(rootfs):
         raise SpecError("config.json", "root.path", f"{rootfs} is not a directory")
     workload = workload_limits(spec.doc, "config.json")
+    for line in sweep(cfg.runtime.state_dir):  # what earlier, killed runs left
+        logging.getLogger(__name__).info("cleanup: %s", line)
     return asyncio.run(run_container(cfg, read_host_facts(), spec, os.path.abspath(rootfs),
                                      args.interactive, warn, workload=workload))

@@ -33,7 +33,7 @@ from pykata.plan.vm import GUEST_SHARED_DIR, NO_LIMITS, SHARED_TAG, VmPlan, plan
 from pykata.protocol.pb import agent_pb2 as pb
 from pykata.protocol.ttrpc_aio import TtrpcClient
 from pykata.sandbox.agent_client import AgentClient
-from pykata.sandbox.leftovers import record_pids
+from pykata.sandbox.leftovers import record_owner, record_pids
 from pykata.sandbox.network import attach_network
 from pykata.sandbox.placement import Placement
 from pykata.sandbox.portforward import PortForwarder
@@ -128,6 +128,7 @@ class Sandbox:
         os.makedirs(self.cfg.runtime.state_dir, exist_ok=True)
         os.mkdir(self.state_dir, 0o700)
         self._stack.callback(shutil.rmtree, self.state_dir, True)
+        record_owner(self.state_dir)  # at once: a sweep takes a dir without one for dead
         self._record_plan()
         os.mkdir(self.shared_dir, 0o700)
         mounts.make_shared_bind(self.shared_dir)
@@ -187,12 +188,22 @@ class Sandbox:
         self.cgroups.place_vcpus(threads.values())
         self.placement.place(threads, [c.cpuset for c in containers])
 
-    async def wait_vm(self) -> int:
-        """Returns QEMU's exit status once it exits (stopped, crashed or killed)."""
+    async def wait_vm(self) -> str:
+        """Returns once QEMU or virtiofsd exits (stopped, crashed or killed): which, and its
+        status. Without virtiofsd the guest cannot reach its containers' files: the VM is
+        as good as dead."""
         require("wait for the VM", self.state, SandboxState.RUNNING, SandboxState.STOPPING,
                 SandboxState.STOPPED)
         assert self.vm is not None
-        return await self.vm.qemu.wait()
+        waits = {asyncio.ensure_future(self.vm.qemu.wait()): "QEMU",
+                 asyncio.ensure_future(self.vm.virtiofsd.wait()): "virtiofsd"}
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        first = next(iter(done))
+        return f"{waits[first]} exited (status {first.result()})"
 
     async def _connect_agent(self, vm: vmm.Vm) -> AgentClient:
         died = asyncio.ensure_future(vm.qemu.wait())

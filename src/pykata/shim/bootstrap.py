@@ -81,6 +81,9 @@ def start(args: ShimArgs, stdin: BinaryIO, stdout: BinaryIO) -> int:
     config_path = _read_options(stdin)
     role = pod_role(args.id, _annotations(bundle))
     cfg = load_config(config_path or None)
+    from pykata.sandbox.leftovers import sweep
+
+    sweep(cfg.runtime.state_dir)  # what killed shims left (their VMs died with them)
     path = socket_path(cfg.runtime.state_dir, args.address, args.namespace, role.sandbox_id)
     marker = {"state_dir": os.path.join(cfg.runtime.state_dir, role.sandbox_id),
               "socket": path, "sandbox_id": role.sandbox_id}
@@ -139,7 +142,7 @@ def _detach_stdio() -> None:
 def delete(args: ShimArgs, stdout: BinaryIO) -> int:
     bundle = args.bundle or os.getcwd()
     from pykata.host import mounts
-    from pykata.sandbox.leftovers import clear_sandbox, mounts_below
+    from pykata.sandbox.leftovers import clear_sandbox, mounts_below, sweep
 
     for point in mounts_below(os.path.join(bundle, "rootfs")):
         mounts.unmount(point)
@@ -148,6 +151,8 @@ def delete(args: ShimArgs, stdout: BinaryIO) -> int:
         clear_sandbox(marker["state_dir"])
         with contextlib.suppress(FileNotFoundError):
             os.unlink(marker["socket"])
+    if marker:
+        sweep(os.path.dirname(marker["state_dir"]))
     from pykata.protocol.pb import shim_pb2
 
     resp = shim_pb2.DeleteResponse(exit_status=128 + 9)

@@ -177,10 +177,9 @@ class TaskService:
         return self.sandbox
 
     async def _watch_vm(self, sandbox: Sandbox) -> None:
-        status = await sandbox.wait_vm()
+        what = await sandbox.wait_vm()
         if sandbox.state is SandboxState.RUNNING:
-            log.error("sandbox %s: QEMU exited (status %s); every task exits with 255",
-                      sandbox.id, status)
+            log.error("sandbox %s: %s; every task exits with 255", sandbox.id, what)
             await sandbox.stop()  # closes the agent connection: the watchers see 255
 
     async def _stop_if_idle(self) -> None:

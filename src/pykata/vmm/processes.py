@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 from collections.abc import Sequence
@@ -37,14 +38,27 @@ def connect_unix(path: str) -> socket.socket:
     return sock
 
 
+def die_with_parent(argv: Sequence[str]) -> list[str]:
+    """`argv` run so that the kernel SIGKILLs it when the thread that started it dies
+    (PR_SET_PDEATHSIG, set by util-linux's setpriv, which then execs it: same pid), so a
+    VM never outlives the process that owns it, whatever killed that."""
+    setpriv = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
+    if setpriv is None:
+        raise VmmError("setpriv is not installed (apt-get install util-linux)")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv]
+
+
 async def spawn(
     argv: Sequence[str], log_path: str, pass_fds: Sequence[int] = ()
 ) -> asyncio.subprocess.Process:
-    """Start `argv` in its own session (Ctrl-C reaches pykata, which tears down in order)."""
+    """Start `argv` in its own session (Ctrl-C reaches pykata, which tears down in order),
+    dying with this process. Called from the event loop's thread, which lives as long as
+    the process: the death signal follows the thread that forked."""
     with open(log_path, "ab") as log:
         try:
             return await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                *die_with_parent(argv), stdin=asyncio.subprocess.DEVNULL, stdout=log,
+                stderr=log,
                 pass_fds=tuple(pass_fds), start_new_session=True,
             )
         except OSError as exc:
