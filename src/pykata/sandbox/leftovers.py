@@ -169,8 +169,7 @@ def _orphaned(state_dir: str) -> bool:
 
 @contextlib.contextmanager
 def _sweep_lock(root: str) -> Iterator[bool]:
-    fd = os.open(os.path.join(root, ".sweep.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                 0o600)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # no lock file to leave
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
