@@ -58,7 +58,7 @@ async def phases(cfg: Config, rootfs: str) -> dict[str, float]:
     """One sandbox through the Python API, each phase timed (seconds)."""
     spec = parse_spec(default_spec(["true"]), "bench")
     out: dict[str, float] = {}
-    sandbox = Sandbox(cfg, read_host_facts())
+    sandbox = Sandbox.from_parts(cfg, read_host_facts())
     mark = time.monotonic()
 
     def lap(name: str) -> None:

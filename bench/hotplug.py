@@ -22,11 +22,12 @@ from collections.abc import Awaitable, Callable
 
 from pykata.domain.config import Config
 from pykata.domain.host import HostFacts
+from pykata.domain.limits import Limits
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts
 from pykata.host.qemu_caps import qemu_devices
 from pykata.plan.hotplug import plan_hotplug
-from pykata.plan.sizing import Limits, ResizeTarget
+from pykata.plan.sizing import ResizeTarget
 from pykata.sandbox.sandbox import Sandbox
 from pykata.vmm import hotplug
 
@@ -64,7 +65,7 @@ async def in_fresh_vm(cfg: Config, facts: HostFacts, devices: frozenset[str],
                       measure: Callable[[Sandbox], Awaitable[float]]) -> float:
     """One sample in a VM of its own: under TCG a vCPU is never unplugged (QEMU 7.2 crashes
     on the next hotplug), and this 2-CPU host allows one hot-added vCPU per VM."""
-    sandbox = Sandbox(cfg, facts, devices=devices)
+    sandbox = Sandbox.from_parts(cfg, facts, devices=devices)
     try:
         await sandbox.start()
         await sandbox.resize([])  # the first resize asks the guest's block size: not counted
@@ -76,8 +77,8 @@ async def in_fresh_vm(cfg: Config, facts: HostFacts, devices: frozenset[str],
 async def bench(cfg: Config, runs: int) -> dict[str, list[float]]:
     facts = read_host_facts()
     devices = qemu_devices(cfg.hypervisor.path, cfg.image.dir)
-    vmem = Sandbox(configure(cfg, True, runs), facts, devices=devices)
-    dimm = Sandbox(configure(cfg, False, runs), facts, devices=devices)
+    vmem = Sandbox.from_parts(configure(cfg, True, runs), facts, devices=devices)
+    dimm = Sandbox.from_parts(configure(cfg, False, runs), facts, devices=devices)
     assert vmem.plan.sizing.memory_hotplug == "virtio-mem", vmem.plan.sizing.reasons
     assert dimm.plan.sizing.memory_hotplug == "pc-dimm", dimm.plan.sizing.reasons
     out: dict[str, list[float]] = {k: [] for k in (

@@ -28,7 +28,7 @@ RUNTIMES = ("crun", "runc")
 
 
 async def one(cfg: Config, rootfs: str) -> tuple[float, float]:
-    sandbox = Sandbox(cfg, read_host_facts())
+    sandbox = Sandbox.from_parts(cfg, read_host_facts())
     try:
         await sandbox.start()
         spec = parse_spec(default_spec(["true"]), "bench")

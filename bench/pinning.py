@@ -23,11 +23,12 @@ import time
 
 from pykata.domain.config import Config
 from pykata.domain.cpuset import CpuSet
+from pykata.domain.limits import Limits
 from pykata.domain.spec import default_spec, parse_spec
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts
 from pykata.host.qemu_caps import qemu_devices
-from pykata.plan.sizing import Limits, workload_limits
+from pykata.sandbox.request import build_request, plan_sandbox
 from pykata.sandbox.run import run_container
 from pykata.sandbox.sandbox import Sandbox
 
@@ -53,10 +54,9 @@ async def throughput(cfg: Config) -> float:
     with tempfile.TemporaryFile() as out:
         null = os.open(os.devnull, os.O_RDWR)
         try:
-            code = await run_container(cfg, read_host_facts(), parse_spec(spec, "bench"),
-                                       rootfs, False, lambda w: None,
-                                       (null, out.fileno(), null),
-                                       workload=workload_limits(spec, "bench"))
+            plan = plan_sandbox(build_request(spec, cfg=cfg, resizable=False))
+            code = await run_container(plan, parse_spec(spec, "bench"), rootfs, False,
+                                       lambda w: None, (null, out.fileno(), null))
         finally:
             os.close(null)
         out.seek(0)
@@ -68,7 +68,7 @@ async def throughput(cfg: Config) -> float:
 
 
 async def repin_times(cfg: Config, runs: int) -> list[float]:
-    sandbox = Sandbox(cfg, read_host_facts(), devices=qemu_devices(cfg.hypervisor.path,
+    sandbox = Sandbox.from_parts(cfg, read_host_facts(), devices=qemu_devices(cfg.hypervisor.path,
                                                                     cfg.image.dir))
     await sandbox.start()
     samples = []

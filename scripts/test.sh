@@ -5,4 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+lint-imports --no-cache >/dev/null || lint-imports --no-cache  # the layers (DESIGN.md)
 exec python3 -m pytest "$@"

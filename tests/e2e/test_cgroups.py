@@ -17,11 +17,11 @@ import pytest
 from e2e_support import Pykata
 
 from pykata.domain.cpuset import CpuSet
+from pykata.domain.limits import Limits
 from pykata.host.cgroups import SandboxCgroups, read_layout
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts
 from pykata.plan.cgroups import CgroupLayout, Hierarchy, plan_cgroups
-from pykata.plan.sizing import Limits
 from pykata.sandbox.sandbox import Sandbox
 from pykata.vmm.threads import vcpu_threads
 
@@ -132,7 +132,7 @@ def test_vm_vcpu_threads_in_the_sandbox_cgroup(pykata: Pykata, tmp_path: Path,
         "[runtime]\n", f"[runtime]\nsandbox_cgroup_only = {str(only).lower()}\n")
         + "[hypervisor.qemu]\ndefault_vcpus = 2\n")
     cgroups_path = f"/pykata-test-{os.getpid()}/vm"
-    sandbox = Sandbox(load_config(str(config)), read_host_facts(), resizable=False,
+    sandbox = Sandbox.from_parts(load_config(str(config)), read_host_facts(), resizable=False,
                       cgroups_path=cgroups_path)
     seen: dict[int, dict[str, str]] = {}
     limits: dict[str, str] = {}

@@ -15,10 +15,10 @@ import pytest
 from e2e_support import Pykata
 
 from pykata.domain.config import Config
+from pykata.domain.limits import Limits
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts
 from pykata.host.qemu_caps import qemu_devices
-from pykata.plan.sizing import Limits
 from pykata.plan.vm import NO_LIMITS
 from pykata.sandbox.sandbox import Sandbox
 
@@ -43,7 +43,7 @@ def _config(pykata: Pykata, tmp_path: Path, extra: str = "", runtime: str = "") 
 
 def _sandbox(cfg: Config, workload: Limits = NO_LIMITS) -> Sandbox:
     devices = qemu_devices(cfg.hypervisor.path, cfg.image.dir)
-    return Sandbox(cfg, read_host_facts(), devices=devices, workload=workload)
+    return Sandbox.from_parts(cfg, read_host_facts(), devices=devices, workload=workload)
 
 
 async def _guest(sandbox: Sandbox) -> tuple[int, int]:

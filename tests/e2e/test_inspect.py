@@ -12,10 +12,10 @@ import pytest
 from e2e_support import Pykata
 
 from pykata.domain.cpuset import CpuSet
+from pykata.domain.limits import Limits
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts
 from pykata.host.qemu_caps import qemu_devices
-from pykata.plan.sizing import Limits
 from pykata.sandbox.sandbox import Sandbox
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +42,7 @@ def test_inspect_shows_placement(pykata: Pykata, tmp_path: Path) -> None:
         + '[hypervisor.qemu]\ndefault_vcpus = 2\ndefault_memory = 512\nenable_numa = true\n'
         'numa_mapping = ["0", "0"]\n')
     cfg = load_config(str(config))
-    sandbox = Sandbox(cfg, read_host_facts(), devices=qemu_devices(cfg.hypervisor.path,
+    sandbox = Sandbox.from_parts(cfg, read_host_facts(), devices=qemu_devices(cfg.hypervisor.path,
                                                                     cfg.image.dir),
                       workload=Limits(cpuset=CpuSet.parse("0-1")))
     listing, doc, text = asyncio.run(_inspect_while_running(pykata, config, sandbox))

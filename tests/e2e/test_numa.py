@@ -17,12 +17,12 @@ import pytest
 from e2e_support import Pykata
 
 from pykata.domain.cpuset import CpuSet
+from pykata.domain.limits import Limits
 from pykata.domain.spec import default_spec
 from pykata.host.affinity import thread_affinity
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts
 from pykata.host.qemu_caps import qemu_devices
-from pykata.plan.sizing import Limits
 from pykata.sandbox.inspect import parse_memfd_mappings
 from pykata.sandbox.sandbox import Sandbox
 
@@ -90,7 +90,7 @@ def test_resizable_sandbox_with_guest_nodes_grows_balanced(pykata: Pykata, tmp_p
                       'numa_mapping = ["0", "0"]\n'
                       f"enable_virtio_mem = {str(mechanism == 'virtio-mem').lower()}\n")
     cfg = load_config(str(config))
-    sandbox = Sandbox(cfg, read_host_facts(),
+    sandbox = Sandbox.from_parts(cfg, read_host_facts(),
                       devices=qemu_devices(cfg.hypervisor.path, cfg.image.dir))
     assert sandbox.plan.numa is not None
     assert sandbox.plan.sizing.memory_hotplug == mechanism
@@ -182,7 +182,7 @@ def test_explicit_mapping_from_a_drop_in(pykata: Pykata, tmp_path: Path) -> None
     try:
         cfg = load_config(str(main))
         facts = read_host_facts()
-        sandbox = Sandbox(cfg, facts)
+        sandbox = Sandbox.from_parts(cfg, facts)
         assert sandbox.plan.numa is not None
         assert [list(n.host_nodes) for n in sandbox.plan.numa.nodes] == [[node]]
         cpus, memory = asyncio.run(_placement(sandbox))
@@ -207,7 +207,7 @@ def test_multi_node_host_spans_and_keeps_threads_on_their_nodes(pykata: Pykata,
     config = tmp_path / "span.toml"
     config.write_text(pykata.config.read_text() + f"[hypervisor.qemu]\ndefault_vcpus = {vcpus}\n"
                       "default_memory = 1024\nenable_numa = true\n")
-    sandbox = Sandbox(load_config(str(config)), facts)
+    sandbox = Sandbox.from_parts(load_config(str(config)), facts)
     assert sandbox.plan.numa is not None and len(sandbox.plan.numa.nodes) == len(nodes)
     cpus, memory = asyncio.run(_placement(sandbox))
     on = [next(n for n in nodes if c <= facts.topology.node(n).cpus) for c in cpus]

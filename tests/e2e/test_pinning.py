@@ -19,12 +19,12 @@ import pytest
 from e2e_support import Pykata
 
 from pykata.domain.cpuset import CpuSet
+from pykata.domain.limits import Limits
 from pykata.domain.spec import default_spec
 from pykata.host.affinity import thread_affinity
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts
 from pykata.host.qemu_caps import qemu_devices
-from pykata.plan.sizing import Limits
 from pykata.sandbox.sandbox import Sandbox
 
 pytestmark = pytest.mark.e2e
@@ -41,7 +41,7 @@ def _sandbox(pykata: Pykata, tmp_path: Path, extra: str, online_cpus: int = 0) -
     facts = read_host_facts()
     if online_cpus:
         facts = dataclasses.replace(facts, online_cpus=online_cpus)
-    return Sandbox(cfg, facts, devices=qemu_devices(cfg.hypervisor.path, cfg.image.dir))
+    return Sandbox.from_parts(cfg, facts, devices=qemu_devices(cfg.hypervisor.path, cfg.image.dir))
 
 
 def _affinity(sandbox: Sandbox) -> list[str]:

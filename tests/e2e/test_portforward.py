@@ -60,7 +60,7 @@ def _exchange(sock: socket.socket, data: bytes) -> bytes:
 
 async def _serve_and_dial(pykata: Pykata, net: PodNet, tmp_path: Path) -> None:
     cfg = load_config(str(pykata.config))
-    sandbox = Sandbox(cfg, read_host_facts(), network=NetworkRequest(net.pod_path),
+    sandbox = Sandbox.from_parts(cfg, read_host_facts(), network=NetworkRequest(net.pod_path),
                       port_forward=True)
     spec = default_spec(["sh", "-c", SERVERS])
     spec["linux"]["namespaces"] = [ns for ns in spec["linux"]["namespaces"]

@@ -39,7 +39,7 @@ from google.protobuf import empty_pb2
 import pykata
 from pykata.host.cgroups import read_layout
 from pykata.protocol.pb import shim_pb2
-from pykata.protocol.ttrpc_aio import TtrpcClient
+from pykata.transport.ttrpc_aio import TtrpcClient
 
 pytestmark = pytest.mark.e2e
 

@@ -27,7 +27,8 @@ Scenario = Callable[[Sandbox, AgentClient], Awaitable[None]]
 
 def _with_sandbox(pykata: Pykata, scenario: Scenario) -> None:
     async def main() -> None:
-        sandbox = Sandbox(load_config(str(pykata.config)), read_host_facts(), resizable=False)
+        sandbox = Sandbox.from_parts(load_config(str(pykata.config)), read_host_facts(),
+                                     resizable=False)
         try:
             await sandbox.start()
             await asyncio.wait_for(scenario(sandbox, sandbox.agent), 180)

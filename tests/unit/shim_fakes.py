@@ -18,8 +18,9 @@ from typing import Any, cast
 from google.protobuf.message import Message
 
 from pykata.domain.errors import ProtocolError, PykataError, RpcError, StateError
+from pykata.domain.limits import Limits
 from pykata.domain.spec import Spec, default_spec
-from pykata.plan.sizing import Limits, ResizeTarget
+from pykata.plan.sizing import ResizeTarget
 from pykata.protocol.pb import shim_pb2 as pb
 from pykata.sandbox.sandbox import Sandbox
 from pykata.sandbox.state import SandboxState

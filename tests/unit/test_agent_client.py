@@ -11,8 +11,8 @@ import pytest
 
 from pykata.domain.errors import DEADLINE_EXCEEDED, ProtocolError, RpcError
 from pykata.protocol.pb import agent_pb2 as pb
-from pykata.protocol.ttrpc_aio import TtrpcClient, TtrpcServer
 from pykata.sandbox.agent_client import AGENT, AgentClient
+from pykata.transport.ttrpc_aio import TtrpcClient, TtrpcServer
 from pykata.vmm.processes import log_tail
 
 Handler = Callable[[bytes], Awaitable[bytes]]

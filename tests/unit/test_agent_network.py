@@ -17,7 +17,8 @@ from pykata.agent.network import (
     wait_links,
     write_files,
 )
-from pykata.domain.network import Interface, IpAddress, NetworkError, Route
+from pykata.domain.errors import NetworkError
+from pykata.domain.network import Interface, IpAddress, Route
 from pykata.protocol.network import interfaces_of, routes_of, setup_network_request
 
 

@@ -18,12 +18,12 @@ from pykata.agent.config import AgentConfig, parse_config
 from pykata.agent.guest import parse_block_size, parse_cpu_list, parse_mem_total
 from pykata.agent.hotplug import apply_online, plan_online
 from pykata.agent.reaper import Reaper, exit_code
-from pykata.agent.registry import TRANSITIONS, BadValue, Container, Event, State, check_id
+from pykata.agent.registry import TRANSITIONS, Container, Event, State, check_id
 from pykata.agent.runtime import log_messages, runtime_argv
 from pykata.agent.stdio import PipeReader, PipeWriter
 from pykata.agent.storage import MountPlan, Storage, plan_mount
 from pykata.agent.transport import find_port
-from pykata.domain.errors import ConfigError, SpecError, StateError
+from pykata.domain.errors import BadValue, ConfigError, SpecError, StateError
 
 # ---- state table ----------------------------------------------------------------------
 

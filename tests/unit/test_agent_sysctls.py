@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pykata.agent.registry import BadValue
 from pykata.agent.sysctls import apply_sysctls, sysctl_path, take_vm_sysctls
+from pykata.domain.errors import BadValue
 
 PORTS = "net.ipv4.ip_local_port_range"
 SHM = "kernel.shm_rmid_forced"

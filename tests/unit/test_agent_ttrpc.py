@@ -22,7 +22,7 @@ from pykata.agent.handlers import AGENT_SERVICE, HEALTH_SERVICE
 from pykata.domain import errors
 from pykata.domain.errors import RpcError
 from pykata.protocol.pb import agent_pb2 as pb
-from pykata.protocol.ttrpc_aio import TtrpcClient
+from pykata.transport.ttrpc_aio import TtrpcClient
 
 M = TypeVar("M", bound=Message)
 

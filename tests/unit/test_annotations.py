@@ -8,14 +8,14 @@ import pytest
 
 from pykata.domain.annotations import (
     PREFIX,
-    AnnotationError,
     apply_annotations,
     is_normalised_path,
     parse_annotations,
     path_matches,
 )
 from pykata.domain.config import Config, build_config
-from pykata.domain.errors import SpecError
+from pykata.domain.errors import AnnotationError, SpecError
+from pykata.plan.sandbox import SandboxPlan
 
 HV = f"{PREFIX}hypervisor."
 
@@ -238,10 +238,11 @@ def test_pykata_run_refuses_before_anything_starts(tmp_path: Any,
         raise AssertionError("the sandbox must not start")
 
     monkeypatch.setattr(run, "run_container", must_not_run)
-    monkeypatch.setattr(run, "read_host_facts", must_not_run)
+    monkeypatch.setattr(run, "sweep", must_not_run)
     monkeypatch.delenv("PYKATA_CONF_FILE", raising=False)
     args = argparse.Namespace(config=None, bundle=str(_bundle(tmp_path, {HV + "path": "/x"})),
-                              rootfs=None, cmd=[], interactive=False)
+                              rootfs=None, cmd=[], interactive=False, annotation=[],
+                              dry_run=False)
     with pytest.raises(AnnotationError, match="io.katacontainers.config.hypervisor.path"):
         run.main(args)
 
@@ -252,21 +253,22 @@ def test_pykata_run_applies_allowed_annotations(tmp_path: Any,
 
     from pykata.cli import run
 
-    seen: list[Config] = []
+    seen: list[SandboxPlan] = []
 
-    async def fake_run(cfg: Config, *args: object, **kwargs: object) -> int:
-        seen.append(cfg)
+    async def fake_run(plan: SandboxPlan, *args: object, **kwargs: object) -> int:
+        seen.append(plan)
         return 0
 
     conf = tmp_path / "c.toml"
     conf.write_text('[hypervisor.qemu]\nenable_annotations = ["default_memory"]\n')
     monkeypatch.setattr(run, "run_container", fake_run)
-    monkeypatch.setattr(run, "read_host_facts", lambda: None)
+    monkeypatch.setattr(run, "sweep", lambda root: [])
     bundle = _bundle(tmp_path, {HV + "default_memory": "512", "other": "x"})
     args = argparse.Namespace(config=str(conf), bundle=str(bundle), rootfs=None, cmd=[],
-                              interactive=False)
+                              interactive=False, annotation=[], dry_run=False)
     assert run.main(args) == 0
-    assert seen[0].hypervisor.default_memory == 512
+    assert seen[0].config.hypervisor.default_memory == 512
+    assert seen[0].vm.sizing.memory_mib == 512
 
 
 def test_kata_go_pinning_annotation_is_accepted() -> None:

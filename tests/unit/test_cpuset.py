@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pykata.domain.cpuset import MAX_ID, CpuSet, CpuSetError
+from pykata.domain.cpuset import MAX_ID, CpuSet
+from pykata.domain.errors import CpuSetError
 
 
 @pytest.mark.parametrize(

@@ -14,11 +14,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pykata.domain.annotations import PREFIX, AnnotationError, apply_annotations
+from pykata.domain.annotations import PREFIX, apply_annotations
 from pykata.domain.config import Config, build_config, keys, parse_toml, to_document
 from pykata.domain.config_docs import dump_toml
-from pykata.domain.cpuset import MAX_ID, CpuSet, CpuSetError
-from pykata.domain.errors import ConfigError, ProtocolError, SpecError
+from pykata.domain.cpuset import MAX_ID, CpuSet
+from pykata.domain.errors import AnnotationError, ConfigError, CpuSetError, ProtocolError, SpecError
 from pykata.domain.spec import default_spec, parse_spec
 from pykata.protocol.ttrpc import (
     Frame,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pykata.domain.network import NetworkError
+from pykata.domain.errors import NetworkError
 from pykata.host.netns import in_netns
 from pykata.sandbox.network import clear_network
 

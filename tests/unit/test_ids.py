@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pykata.agent.registry import BadValue
 from pykata.agent.registry import check_id as agent_check_id
 from pykata.domain.config import build_config
+from pykata.domain.errors import BadValue, IdError, shown
 from pykata.domain.host import HostFacts
-from pykata.domain.ids import MAX_ID_LEN, IdError, check_id, id_problem, shown
+from pykata.domain.ids import MAX_ID_LEN, check_id, id_problem
 from pykata.domain.spec import default_spec, parse_spec
 from pykata.sandbox.sandbox import Sandbox
 from pykata.sandbox.state import SandboxState
@@ -58,14 +58,14 @@ def _facts() -> HostFacts:
 def test_sandbox_refuses_a_bad_sandbox_id(tmp_path: Path) -> None:
     cfg = build_config([("t", {"runtime": {"state_dir": str(tmp_path)}})])
     with pytest.raises(IdError, match="sandbox id '../../etc'"):
-        Sandbox(cfg, _facts(), "../../etc")
+        Sandbox.from_parts(cfg, _facts(), "../../etc")
 
 
 @pytest.mark.parametrize("cid", ["../../escape", "a/b", "x\0y", ".."])
 def test_sandbox_refuses_a_bad_container_id_before_building_a_path(tmp_path: Path,
                                                                     cid: str) -> None:
     cfg = build_config([("t", {"runtime": {"state_dir": str(tmp_path / "state")}})])
-    sandbox = Sandbox(cfg, _facts(), "sb1")
+    sandbox = Sandbox.from_parts(cfg, _facts(), "sb1")
     sandbox.state = SandboxState.RUNNING  # as after start(); nothing else is touched
     spec = parse_spec(default_spec(["true"]), "test")
     with pytest.raises(IdError, match="container id"):

@@ -15,12 +15,12 @@ from pykata.domain.config import Config
 from pykata.domain.cpuset import CpuSet
 from pykata.domain.errors import NumaError
 from pykata.domain.host import HostFacts
+from pykata.domain.limits import Limits
 from pykata.domain.topology import HostTopology
 from pykata.host.config_files import load_config
 from pykata.host.topology import read_topology
 from pykata.plan.pinning import plan_pinning
 from pykata.plan.qemu import format_argv
-from pykata.plan.sizing import Limits
 from pykata.plan.vm import VmPlan, plan_qemu_argv, plan_vm
 
 HOSTS = Path(__file__).resolve().parent.parent / "fixtures" / "hosts"

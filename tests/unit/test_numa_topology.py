@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 
 from pykata.domain.cpuset import CpuSet
-from pykata.domain.topology import (
-    UNKNOWN_NODE,
-    HostNode,
-    HostTopology,
-    IommuGroup,
-    TopologyError,
-)
+from pykata.domain.errors import TopologyError
+from pykata.domain.topology import UNKNOWN_NODE, HostNode, HostTopology, IommuGroup
 from pykata.host.topology import read_topology
 
 HOSTS = Path(__file__).resolve().parent.parent / "fixtures" / "hosts"

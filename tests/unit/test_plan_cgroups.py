@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pykata.domain.cpuset import CpuSet
+from pykata.domain.errors import CgroupError
 from pykata.plan.cgroups import (
-    CgroupError,
     CgroupLayout,
     Enable,
     Hierarchy,

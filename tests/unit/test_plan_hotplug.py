@@ -6,10 +6,10 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from pykata.domain.errors import HotplugError
 from pykata.plan.hotplug import (
     VIRTIO_MEM_ID,
     CpuSlot,
-    HotplugError,
     HotplugPlan,
     HotplugState,
     QmpStep,

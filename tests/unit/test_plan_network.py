@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from pykata.domain.network import Interface, IpAddress, NetworkError, Route
+from pykata.domain.errors import NetworkError
+from pykata.domain.network import Interface, IpAddress, Route
 from pykata.plan.guest_spec import plan_guest_spec
 from pykata.plan.network import (
     HostLink,

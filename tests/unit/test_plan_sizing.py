@@ -8,8 +8,8 @@ import pytest
 from pykata.domain.config import Config, build_config, parse_toml
 from pykata.domain.errors import SpecError
 from pykata.domain.host import HostFacts
+from pykata.domain.limits import Limits
 from pykata.plan.sizing import (
-    Limits,
     limits_from_annotations,
     limits_from_spec,
     plan_resize,

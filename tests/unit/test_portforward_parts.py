@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from pykata.agent.portforward import PortForwards
-from pykata.agent.registry import BadValue, UnknownId
+from pykata.domain.errors import BadValue, UnknownId
 from pykata.plan.portforward import port_redirect_removal, port_redirect_ruleset
 
 

@@ -9,8 +9,9 @@ from typing import cast
 
 import pytest
 
-from pykata.plan.hotplug import HotplugError
-from pykata.plan.sizing import Limits, ResizeTarget, SizingPlan
+from pykata.domain.errors import HotplugError
+from pykata.domain.limits import Limits
+from pykata.plan.sizing import ResizeTarget, SizingPlan
 from pykata.protocol.pb import agent_pb2 as pb
 from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.resize import Resizer

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pykata.domain.errors import PykataError
+from pykata.domain.errors import PykataError, UsageError
 from pykata.shim.args import (
     CONTAINER_TYPE,
     MAX_SOCKET_PATH,
     SANDBOX_ID,
     PodRole,
     ShimArgs,
-    UsageError,
     parse_args,
     pod_role,
     socket_path,

@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 
+from pykata.domain.errors import CgroupError
 from pykata.domain.spec import default_spec, parse_spec
-from pykata.plan.cgroups import CgroupError
+from pykata.plan.sandbox import SandboxPlan
 from pykata.shim import boot
 from pykata.shim.args import PodRole
 from pykata.shim.bundle import BootRequest
 
 
 class FakeSandbox:
-    made: ClassVar[list[dict[str, Any]]] = []
+    made: ClassVar[list[SandboxPlan]] = []
 
-    def __init__(self, cfg: object, facts: object, sandbox_id: str, **kwargs: Any) -> None:
-        self.id = sandbox_id
-        self.made.append(kwargs)
-        self.plan = SimpleNamespace(sizing=SimpleNamespace(warnings=(), vcpus=1,
-                                                           memory_mib=2048))
+    def __init__(self, plan: SandboxPlan) -> None:
+        self.id = plan.id
+        self.made.append(plan)
 
     async def start(self) -> None:
         pass
@@ -46,7 +44,9 @@ def test_boot_passes_the_cgroups_path(monkeypatch: pytest.MonkeyPatch, value: st
     FakeSandbox.made.clear()
     monkeypatch.setattr(boot, "Sandbox", FakeSandbox)
     asyncio.run(boot.boot_sandbox(_request(value)))
-    assert FakeSandbox.made[0]["cgroups_path"] == want
+    plan = FakeSandbox.made[0]
+    assert (plan.id, plan.cgroups_path) == ("t1", want)
+    assert plan.cgroup == (want if want and want.startswith("/") else plan.cgroup)
 
 
 def test_boot_refuses_a_cgroups_path_that_is_not_a_string(

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from pykata.protocol.pb import events_pb2 as ev
-from pykata.protocol.ttrpc_aio import TtrpcServer
 from pykata.shim import events
 from pykata.shim.events import EVENTS_SERVICE, Publisher
+from pykata.transport.ttrpc_aio import TtrpcServer
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:

@@ -13,24 +13,30 @@ from google.protobuf import empty_pb2
 from pykata.domain.errors import (
     ALREADY_EXISTS,
     FAILED_PRECONDITION,
+    INTERNAL,
     INVALID_ARGUMENT,
     NOT_FOUND,
+    UNAVAILABLE,
     UNIMPLEMENTED,
     UNKNOWN,
+    AnnotationError,
+    CgroupError,
     ConfigError,
+    IdError,
+    NumaError,
     PykataError,
     RpcError,
     SpecError,
     StateError,
+    StdioError,
+    VmmError,
 )
-from pykata.domain.ids import IdError
 from pykata.protocol.pb import shim_pb2 as pb
 from pykata.sandbox.sandbox import Sandbox
 from pykata.shim.bundle import BootRequest
 from pykata.shim.events import Publisher
 from pykata.shim.server import TASK_SERVICE, task_services, to_rpc_error
 from pykata.shim.service import TaskService
-from pykata.shim.stdio import StdioError
 
 TASK_METHODS = {"State", "Create", "Start", "Delete", "Pids", "Pause", "Resume", "Checkpoint",
                 "Kill", "Exec", "ResizePty", "CloseIO", "Update", "Wait", "Stats", "Connect",
@@ -55,9 +61,17 @@ def run(coro: Coroutine[Any, Any, None]) -> None:
                      NOT_FOUND, id="file-not-found"),
         pytest.param(FileExistsError(errno.EEXIST, "File exists", "/s"), ALREADY_EXISTS,
                      id="file-exists"),
-        pytest.param(StdioError("stdio /x: not a FIFO"), UNKNOWN, id="other-pykata-error"),
-        pytest.param(PermissionError(errno.EACCES, "Permission denied"), UNKNOWN,
+        pytest.param(StdioError("stdio /x: not a FIFO"), INVALID_ARGUMENT, id="stdio"),
+        pytest.param(AnnotationError([("io.katacontainers.config.hypervisor.path", "/x",
+                                       "not enabled")]), INVALID_ARGUMENT, id="annotation"),
+        pytest.param(CgroupError("cgroupsPath", "/..", "must not contain '..'"),
+                     INVALID_ARGUMENT, id="cgroup"),
+        pytest.param(NumaError("numa_mapping entry", "7", "host has nodes 0-1"),
+                     FAILED_PRECONDITION, id="numa"),
+        pytest.param(VmmError("QEMU exited"), UNAVAILABLE, id="vmm"),
+        pytest.param(PermissionError(errno.EACCES, "Permission denied"), INTERNAL,
                      id="other-os-error"),
+        pytest.param(PykataError("something else"), UNKNOWN, id="other-pykata-error"),
     ],
 )
 def test_to_rpc_error(exc: Exception, code: int) -> None:

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from pykata.domain.errors import StdioError
 from pykata.shim import stdio
-from pykata.shim.stdio import StdioError, open_sink, open_source
+from pykata.shim.stdio import open_sink, open_source
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:

@@ -25,7 +25,7 @@ from pykata.domain.errors import (
 )
 from pykata.protocol import ttrpc
 from pykata.protocol.ttrpc import MAX_DATA, Frame, FrameDecoder, FrameType, OversizedFrame
-from pykata.protocol.ttrpc_aio import Handler, TtrpcClient, TtrpcServer
+from pykata.transport.ttrpc_aio import Handler, TtrpcClient, TtrpcServer
 
 SVC = "test.v1.Svc"
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]

@@ -13,22 +13,13 @@ import os
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from pykata.domain.errors import StateError
+from pykata.domain.errors import NoCgroup2
 
 UINT64_MAX = (1 << 64) - 1  # what "max" reads as (containerd does the same)
 
 STAT_FILES = ("pids.current", "pids.max", "cpu.stat", "memory.current", "memory.max",
               "memory.stat", "memory.swap.current", "memory.swap.max", "memory.events",
               "io.stat")
-
-
-class NoCgroup2(StateError):
-    """The container's cgroups are v1 (a v1 or hybrid host): no v2 statistics."""
-
-    def __init__(self, what: str) -> None:
-        self.what, self.state, self.required = what, "cgroup v1", "cgroup v2"
-        Exception.__init__(self, f"{what}: the container is in cgroup v1 hierarchies (a v1 "
-                           "or hybrid host); cgroup statistics need cgroup v2 alone")
 
 
 class CgroupStats(NamedTuple):

@@ -27,22 +27,12 @@ from pykata.agent.bundle import (
 from pykata.agent.config import AgentConfig
 from pykata.agent.console import log
 from pykata.agent.reaper import Reaper
-from pykata.agent.registry import (
-    TRANSITIONS,
-    BadValue,
-    Container,
-    DuplicateId,
-    Event,
-    Process,
-    Registry,
-    State,
-    check_id,
-)
+from pykata.agent.registry import TRANSITIONS, Container, Event, Process, Registry, State, check_id
 from pykata.agent.runtime import OciRuntime
 from pykata.agent.stdio import MAX_READ, ProcessStdio, pipe_stdio
 from pykata.agent.storage import MountPlan, Storage, System, plan_mount
 from pykata.agent.sysctls import apply_sysctls, take_vm_sysctls
-from pykata.domain.errors import StateError
+from pykata.domain.errors import BadValue, DuplicateId, StateError
 
 if TYPE_CHECKING:
     from pykata.agent.cgroups import CgroupStats

@@ -20,13 +20,20 @@ from pykata.agent.containers import Containers
 from pykata.agent.guest import read_guest_details
 from pykata.agent.hotplug import online_cpu_mem
 from pykata.agent.portforward import PortForwards
-from pykata.agent.registry import BadValue, DuplicateId, UnknownId
-from pykata.agent.runtime import RuntimeFailed
 from pykata.agent.sandbox import Sandbox
 from pykata.agent.storage import Storage
 from pykata.domain import errors
-from pykata.domain.errors import ConfigError, RpcError, SpecError, StateError
-from pykata.domain.network import NetworkError
+from pykata.domain.errors import (
+    BadValue,
+    ConfigError,
+    DuplicateId,
+    NetworkError,
+    RpcError,
+    RuntimeFailed,
+    SpecError,
+    StateError,
+    UnknownId,
+)
 from pykata.protocol.pb import agent_pb2 as pb
 from pykata.protocol.services import Handler, service_table, unary
 

@@ -17,13 +17,8 @@ from typing import Protocol
 
 from pykata.agent import rtnetlink
 from pykata.agent.console import log
-from pykata.domain.network import (
-    Interface,
-    NetworkError,
-    Route,
-    check_interface,
-    check_route,
-)
+from pykata.domain.errors import NetworkError
+from pykata.domain.network import Interface, Route, check_interface, check_route
 
 LINK_WAIT = 10.0  # the NIC's driver may still be probing when the host asks
 

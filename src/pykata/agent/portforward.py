@@ -11,8 +11,7 @@ import asyncio
 import contextlib
 import itertools
 
-from pykata.agent.registry import BadValue, UnknownId
-from pykata.domain.errors import StateError
+from pykata.domain.errors import BadValue, StateError, UnknownId
 
 MAX_STREAMS = 256
 MAX_READ = 1 << 20

@@ -14,25 +14,7 @@ from typing import NamedTuple
 
 from pykata.agent.stdio import ProcessStdio
 from pykata.domain import ids
-from pykata.domain.errors import PykataError, StateError
-
-
-class UnknownId(PykataError):
-    def __init__(self, kind: str, ident: str, where: str = "") -> None:
-        self.kind, self.ident = kind, ident
-        super().__init__(f"no {kind} {ident!r}" + (f" in {where}" if where else ""))
-
-
-class DuplicateId(PykataError):
-    def __init__(self, kind: str, ident: str, where: str = "") -> None:
-        self.kind, self.ident = kind, ident
-        super().__init__(f"{kind} {ident!r} already exists" + (f" in {where}" if where else ""))
-
-
-class BadValue(PykataError):
-    def __init__(self, key: str, value: object, why: str) -> None:
-        self.key, self.value, self.why = key, value, why
-        super().__init__(f"{key} = {value!r}: {why}")
+from pykata.domain.errors import BadValue, DuplicateId, StateError, UnknownId, shown
 
 
 class State(enum.Enum):
@@ -160,7 +142,7 @@ def check_id(key: str, value: str) -> str:
     """The host's rule (pykata.domain.ids), reported as BadValue (INVALID_ARGUMENT)."""
     why = ids.id_problem(value)
     if why is not None:
-        raise BadValue(key, ids.shown(value), why)
+        raise BadValue(key, shown(value), why)
     return value
 
 

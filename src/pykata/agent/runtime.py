@@ -19,16 +19,7 @@ import os
 from collections.abc import Sequence
 
 from pykata.agent.reaper import Reaper
-from pykata.domain.errors import PykataError
-
-
-class RuntimeFailed(PykataError):
-    """The runtime binary exited non-zero; detail is what it logged."""
-
-    def __init__(self, argv: Sequence[str], code: int, detail: str) -> None:
-        self.argv, self.code, self.detail = list(argv), code, detail
-        verb = " ".join(argv[-2:]) if argv else "?"
-        super().__init__(f"{os.path.basename(argv[0])} ...{verb} exited {code}: {detail}")
+from pykata.domain.errors import RuntimeFailed
 
 
 def runtime_argv(binary: str, root: str | None, log: str, args: Sequence[str]) -> list[str]:

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 from pykata.agent.console import log
 from pykata.agent.containers import Containers
-from pykata.agent.registry import BadValue, DuplicateId, check_id
+from pykata.agent.registry import check_id
 from pykata.agent.storage import Storage, System, plan_mount
+from pykata.domain.errors import BadValue, DuplicateId
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})\Z")
 

@@ -52,7 +52,7 @@ def build_agent(config: AgentConfig, system: System) -> Agent:
 
 
 async def serve_guest(config: AgentConfig) -> None:
-    from pykata.protocol.ttrpc_aio import TtrpcServer
+    from pykata.transport.ttrpc_aio import TtrpcServer
 
     agent = build_agent(config, GuestSystem())
     uevents = start_onliner(asyncio.get_running_loop())  # kept open while serving
@@ -76,7 +76,7 @@ async def _optional(listener: Awaitable[None], what: str) -> None:
 
 async def serve_host(config: AgentConfig, socket_path: str) -> None:
     """Serves on a unix socket until SIGTERM/SIGINT, then removes every container."""
-    from pykata.protocol.ttrpc_aio import TtrpcServer
+    from pykata.transport.ttrpc_aio import TtrpcServer
 
     linux.set_child_subreaper(True)
     agent = build_agent(config, _HostSystem())

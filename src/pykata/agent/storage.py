@@ -12,7 +12,7 @@ import posixpath
 from typing import NamedTuple, Protocol
 
 from pykata.agent import linux
-from pykata.agent.registry import BadValue
+from pykata.domain.errors import BadValue
 
 
 class Storage(NamedTuple):

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pykata.agent.registry import BadValue
+from pykata.domain.errors import BadValue
 
 SYSCTL_ROOT = "/proc/sys"
 

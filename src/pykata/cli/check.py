@@ -83,7 +83,7 @@ async def _boot(cfg: Config, facts: HostFacts, rootfs: str) -> tuple[float, floa
 
     spec = parse_spec(default_spec(["true"]), "check")
     start = time.monotonic()
-    sandbox = Sandbox(cfg, facts)
+    sandbox = Sandbox.from_parts(cfg, facts)
     try:
         await sandbox.start()
         up = time.monotonic()

@@ -28,6 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--rootfs", help="root filesystem directory; a default spec around it")
     run.add_argument("-i", "--interactive", action="store_true",
                      help="send pykata's stdin to the container")
+    run.add_argument("--config", default=argparse.SUPPRESS, help="configuration file")
+    run.add_argument("--annotation", action="append", default=[], metavar="K=V",
+                     help="add or override an annotation of the spec (as `pykata plan`)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the plan it would execute (as `pykata plan --json`), run "
+                     "nothing")
     run.add_argument("cmd", nargs=argparse.REMAINDER,
                      help="command and arguments (after --); default: the bundle's, or sh")
 

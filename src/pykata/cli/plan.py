@@ -1,32 +1,27 @@
 """`pykata plan`: the VM the runtime would boot for a bundle or a Pod, and why. Boots nothing.
 
-The plan is the one `pykata run` executes (plan_vm + plan_qemu_argv), from the same
-inputs: the configuration (annotations applied), the bundle's limits or the Pod's, the
-host's CPUs, RAM and NUMA topology (or a directory laid out like /sys) and the QEMU binary's
-devices.
-The argv shows QMP and agent sockets as fds 3 and 4; the runtime's fds may differ.
+The plan is the one the runtime executes (`pykata.plan.sandbox.plan_sandbox`), from a request
+built the same way (`pykata.sandbox.request.build_request`): the configuration (annotations
+applied), the bundle's limits or the Pod's, the host's CPUs, RAM and NUMA topology (or a
+directory laid out like /sys), the QEMU binary's devices and the pod's network namespace.
+The argv shows QMP, agent and inspect sockets as fds 3, 4 and 5 and taps from 6; the
+runtime's fds differ.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
 from typing import Any
 
-from pykata.domain.annotations import apply_annotations, parse_annotations
-from pykata.domain.config import Config
+from pykata.cli.run import parse_annotation_args
 from pykata.domain.errors import SpecError
+from pykata.domain.limits import Limits
 from pykata.host.config_files import load_config
-from pykata.host.facts import read_host_facts, read_sysfs_sizes
-from pykata.host.qemu_caps import qemu_devices
-from pykata.plan.pci import vfio_groups
-from pykata.plan.sizing import Limits, workload_limits
-from pykata.plan.vm import VmPlan, plan_qemu_argv, plan_vm
-
-QMP_FD, AGENT_FD = 3, 4
+from pykata.plan.vm import VmPlan
+from pykata.sandbox.request import annotated, build_request, plan_sandbox, read_facts
 
 
 def _read_json(path: str) -> Any:
@@ -47,78 +42,30 @@ def _read_pod(path: str) -> Any:
         raise SpecError(path, "(file)", str(exc)) from exc
 
 
-def _annotations(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SpecError("--annotation", pair, "expected KEY=VALUE")
-        out[key] = value
-    return out
-
-
-def _bundle_inputs(args: argparse.Namespace, cfg: Config
-                   ) -> tuple[Config, Limits, list[str], tuple[int, ...]]:
-    path = os.path.join(args.bundle, "config.json")
-    doc = _read_json(path)
-    if not isinstance(doc, dict):
-        raise SpecError(path, "(document)", "must be a JSON object")
-    extra = _annotations(args.annotation)
-    if extra:
-        doc["annotations"] = {**parse_annotations(doc, path), **extra}
-    annotations = parse_annotations(doc, path)
-    before = len(cfg.warnings)
-    if annotations:
-        cfg = apply_annotations(cfg, annotations)
-    return (cfg, workload_limits(doc, path), list(cfg.warnings[before:]),
-            vfio_groups(doc, path))
-
-
-def _pod_inputs(args: argparse.Namespace) -> tuple[Limits, list[str], str]:
+def build(args: argparse.Namespace) -> dict[str, Any]:
+    """The plan document: `SandboxPlan.to_json()` of the request the runtime would build."""
+    cfg = load_config(getattr(args, "config", None))
+    facts = read_facts(args.sysfs_root)
+    if args.bundle:
+        path = os.path.join(args.bundle, "config.json")
+        doc = _read_json(path)
+        if not isinstance(doc, dict):
+            raise SpecError(path, "(document)", "must be a JSON object")
+        doc = annotated(doc, parse_annotation_args(args.annotation))
+        request = build_request(doc, cfg=cfg, sandbox_id="plan", resizable=not args.run,
+                                facts=facts, source=path)
+        return plan_sandbox(request).to_json()
     from pykata.plan.pod import plan_pod
 
     pod = plan_pod(_read_pod(args.pod), args.pod)
-    return pod.workload, list(pod.warnings), pod.name
-
-
-def build(args: argparse.Namespace) -> dict[str, Any]:
-    cfg = load_config(getattr(args, "config", None))
-    warnings = list(cfg.warnings)
-    name = ""
-    groups: tuple[int, ...] = ()
-    if args.bundle:
-        cfg, workload, more, groups = _bundle_inputs(args, cfg)
-    else:
-        workload, more, name = _pod_inputs(args)
-    warnings += more
-    facts = read_host_facts(args.sysfs_root or "/sys")
-    if args.sysfs_root:
-        cpus, mib = read_sysfs_sizes(args.sysfs_root)
-        facts = dataclasses.replace(facts, online_cpus=cpus, mem_total_mib=mib)
-    devices = qemu_devices(cfg.hypervisor.path, cfg.image.dir)
-    plan = plan_vm(cfg, facts, "plan", os.path.join(cfg.runtime.state_dir, "plan"),
-                   devices=devices, workload=workload, resizable=not args.run,
-                   vfio_groups=groups)
-    out = _document(plan, warnings)
-    if args.pod:
-        out["pod"] = name
-        out["overhead"] = _overhead(plan, workload)
+    request = build_request({}, cfg=cfg, sandbox_id="plan", resizable=not args.run,
+                            workload=pod.workload, facts=facts, source=args.pod)
+    plan = plan_sandbox(request)
+    out = plan.to_json()
+    out["warnings"] = [*pod.warnings, *out["warnings"]]
+    out["pod"] = pod.name
+    out["overhead"] = _overhead(plan.vm, pod.workload)
     return out
-
-
-def _document(plan: VmPlan, warnings: list[str]) -> dict[str, Any]:
-    s = plan.sizing
-    return {
-        "vcpus": s.vcpus, "max_vcpus": s.max_vcpus,
-        "memory_mib": s.memory_mib, "max_memory_mib": s.max_memory_mib,
-        "static": s.static, "memory_hotplug": s.memory_hotplug, "cpu_hotplug": s.cpu_hotplug,
-        "qemu_argv": plan_qemu_argv(plan, QMP_FD, AGENT_FD if plan.transport != "vsock"
-                                    else None),
-        "warnings": [*warnings, *s.warnings, *(plan.numa.warnings if plan.numa else ())],
-        "reasons": list(plan.reasons),
-        "numa": plan.numa.to_json()["nodes"] if plan.numa else None,
-        "devices": [d.to_json() for d in plan.passthrough],
-    }
 
 
 def _overhead(plan: VmPlan, workload: Limits) -> dict[str, str]:

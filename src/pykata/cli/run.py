@@ -13,9 +13,8 @@ from pykata.domain.config import Config
 from pykata.domain.errors import SpecError
 from pykata.domain.spec import Spec, default_spec, parse_spec
 from pykata.host.config_files import load_config
-from pykata.host.facts import read_host_facts
-from pykata.plan.sizing import workload_limits
 from pykata.sandbox.leftovers import sweep
+from pykata.sandbox.request import annotated, build_request, plan_sandbox
 from pykata.sandbox.run import run_container
 
 
@@ -48,21 +47,32 @@ def main(args: argparse.Namespace) -> int:
         print(f"pykata: warning: {msg}", file=sys.stderr)
 
     cfg = load_config(args.config)
-    for warning in cfg.warnings:
-        warn(warning)
     spec, rootfs = resolve(args, cfg)
-    if spec.doc.get("annotations"):  # most runs have none: skip the import
-        from pykata.domain.annotations import apply_annotations, parse_annotations
-
-        # Per-pod overrides, refused as a whole before anything starts.
-        before = len(cfg.warnings)
-        cfg = apply_annotations(cfg, parse_annotations(spec.doc, "config.json"))
-        for warning in cfg.warnings[before:]:
-            warn(warning)
     if not os.path.isdir(rootfs):
         raise SpecError("config.json", "root.path", f"{rootfs} is not a directory")
-    workload = workload_limits(spec.doc, "config.json")
+    extra = parse_annotation_args(args.annotation)
+    if extra:
+        spec = parse_spec(annotated(spec.doc, extra), "config.json")
+    # One container for the VM's whole life: sized at boot, no hotplug headroom. Allowed
+    # annotations apply; a refused one fails the run before anything starts.
+    plan = plan_sandbox(build_request(spec.doc, cfg=cfg, resizable=False))
+    if args.dry_run:
+        print(json.dumps(plan.to_json(), indent=2))
+        return 0
+    for warning in plan.warnings:
+        warn(warning)
     for line in sweep(cfg.runtime.state_dir):  # what earlier, killed runs left
         logging.getLogger(__name__).info("cleanup: %s", line)
-    return asyncio.run(run_container(cfg, read_host_facts(), spec, os.path.abspath(rootfs),
-                                     args.interactive, warn, workload=workload))
+    return asyncio.run(run_container(plan, spec, os.path.abspath(rootfs), args.interactive,
+                                     warn))
+
+
+def parse_annotation_args(pairs: list[str]) -> dict[str, str]:
+    """`--annotation K=V` arguments, as a mapping (a later K wins)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SpecError("--annotation", pair, "expected KEY=VALUE")
+        out[key] = value
+    return out

@@ -19,8 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pykata.domain.config import Config, KeyInfo, check_config, check_value, keys
-from pykata.domain.errors import ConfigError, PykataError, SpecError
-from pykata.domain.ids import shown
+from pykata.domain.errors import AnnotationError, ConfigError, SpecError
 
 PREFIX = "io.katacontainers.config."
 MAX_NAME_LEN = 256
@@ -32,16 +31,6 @@ _BOOLS = {**dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
           **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False)}
 _INT = re.compile(r"[+-]?[0-9]{1,19}\Z")
 _FLOAT = re.compile(r"[+-]?([0-9]{1,19}(\.[0-9]{0,19})?|\.[0-9]{1,19})([eE][+-]?[0-9]{1,3})?\Z")
-
-
-class AnnotationError(PykataError):
-    """One or more annotations were refused; `refused` holds (name, value, why)."""
-
-    def __init__(self, refused: list[tuple[str, str, str]]) -> None:
-        self.refused = tuple(refused)
-        parts = [f"{shown(name)} = {shown(value)}: {why}" for name, value, why in refused]
-        head = "refused annotation" if len(parts) == 1 else "refused annotations"
-        super().__init__(f"{head} {'; '.join(parts)}")
 
 
 class _Refused(Exception):

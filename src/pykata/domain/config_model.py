@@ -67,7 +67,8 @@ def _positive(value: float) -> str | None:
 
 def _node_lists(value: tuple[str, ...]) -> str | None:
     """each a host NUMA node list"""
-    from pykata.domain.cpuset import CpuSet, CpuSetError  # rarely set: keep it off start-up
+    from pykata.domain.cpuset import CpuSet
+    from pykata.domain.errors import CpuSetError
 
     for entry in value:
         try:

@@ -8,20 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from pykata.domain.errors import PykataError
+from pykata.domain.errors import CpuSetError
 
 # Linux's largest NR_CPUS is 8192 (and MAX_NUMNODES is smaller); anything above is a typo.
 MAX_ID = 8191
 _MAX_DIGITS = len(str(MAX_ID))
-
-
-class CpuSetError(PykataError):
-    """Text that is not a list of ids like "0-3,8"."""
-
-    def __init__(self, text: str, why: str) -> None:
-        self.text, self.why = text, why
-        shown = text if len(text) <= 60 else text[:57] + "..."
-        super().__init__(f"{shown!r}: {why}; expected a list like '0-3,8'")
 
 
 class CpuSet:

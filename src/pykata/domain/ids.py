@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import re
 
-from pykata.domain.errors import PykataError
+from pykata.domain.errors import IdError
 
 MAX_ID_LEN = 128
 # ASCII letters and digits, then also "_.+-": never "/", NUL, whitespace or a leading dot.
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*\Z")
 RULE = f"1-{MAX_ID_LEN} of [A-Za-z0-9_.+-], starting with a letter or digit, no '..'"
-
-
-class IdError(PykataError):
-    """An id that must not be used (it would escape or break the path built from it)."""
-
-    def __init__(self, key: str, value: str, why: str) -> None:
-        self.key, self.value, self.why = key, value, why
-        super().__init__(f"{key} {shown(value)}: {why}")
 
 
 def id_problem(value: object) -> str | None:
@@ -46,7 +38,3 @@ def check_id(key: str, value: str) -> str:
     return value
 
 
-def shown(value: object, limit: int = 80) -> str:
-    """repr() cut to `limit` characters: a hostile id must not flood a log or a reply."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit - 3]}..."

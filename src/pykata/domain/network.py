@@ -9,17 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pykata.domain.errors import PykataError
+from pykata.domain.errors import NetworkError
 
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
-
-
-class NetworkError(PykataError):
-    """The pod network cannot be set up; names the namespace, interface or value at fault."""
-
-    def __init__(self, subject: str, value: object, why: str) -> None:
-        self.subject, self.value, self.why = subject, value, why
-        super().__init__(f"{subject} {value!r}: {why}")
 
 
 @dataclass(frozen=True)

@@ -10,18 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pykata.domain.cpuset import CpuSet
-from pykata.domain.errors import PykataError
+from pykata.domain.errors import TopologyError
 
 UNKNOWN_NODE = -1  # what sysfs numa_node says when the firmware gave no proximity
-
-
-class TopologyError(PykataError):
-    """A host topology file is missing a value or holds one pykata cannot read."""
-
-    def __init__(self, path: str, value: str, why: str) -> None:
-        self.path, self.value, self.why = path, value, why
-        shown = value if len(value) <= 60 else value[:57] + "..."
-        super().__init__(f"{path}: {shown!r}: {why}")
 
 
 @dataclass(frozen=True)

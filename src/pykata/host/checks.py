@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pykata.domain.checks import HostReport, NumaNode, QemuCaps, Tool
 from pykata.domain.config import Config
-from pykata.domain.cpuset import CpuSet, CpuSetError
+from pykata.domain.cpuset import CpuSet
+from pykata.domain.errors import CpuSetError
 from pykata.host.facts import read_host_facts
 
 KVM_MODULES = ("kvm", "kvm_intel", "kvm_amd", "kvm_pvm")

@@ -7,8 +7,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from pykata.domain.errors import TopologyError
 from pykata.domain.host import NO_TOPOLOGY, HostFacts
-from pykata.domain.topology import TopologyError
 from pykata.host.topology import read_topology
 
 _KVM_GET_API_VERSION = 0xAE00
@@ -69,8 +69,8 @@ def read_sysfs_sizes(root: str) -> tuple[int, int]:
     """(online CPUs, RAM in MiB) from a directory laid out like /sys: `devices/system/cpu/
     online` (else the union of `devices/system/node/node*/cpulist`) and the `MemTotal` of
     every `devices/system/node/node*/meminfo`."""
-    from pykata.domain.cpuset import CpuSet, CpuSetError
-    from pykata.domain.errors import HostError
+    from pykata.domain.cpuset import CpuSet
+    from pykata.domain.errors import CpuSetError, HostError
 
     online = Path(root, "devices/system/cpu/online")
     # A recorded NUMA host may list its CPUs only per node (node*/cpulist).

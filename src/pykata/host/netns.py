@@ -19,7 +19,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from pykata.domain.network import IpAddress, NetworkError
+from pykata.domain.errors import NetworkError
+from pykata.domain.network import IpAddress
 from pykata.plan.network import INGRESS_HANDLE, HostLink, HostRoute, Nic
 
 T = TypeVar("T")

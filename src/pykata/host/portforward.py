@@ -12,7 +12,7 @@ import socket
 import struct
 import subprocess
 
-from pykata.domain.network import NetworkError
+from pykata.domain.errors import NetworkError
 from pykata.host.netns import in_netns, set_loopback_up
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h; IP6T_SO_ORIGINAL_DST has the same number

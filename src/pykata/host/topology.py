@@ -11,15 +11,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pykata.domain.cpuset import CpuSet, CpuSetError
-from pykata.domain.topology import (
-    UNKNOWN_NODE,
-    HostNode,
-    HostTopology,
-    IommuGroup,
-    PciDevice,
-    TopologyError,
-)
+from pykata.domain.cpuset import CpuSet
+from pykata.domain.errors import CpuSetError, TopologyError
+from pykata.domain.topology import UNKNOWN_NODE, HostNode, HostTopology, IommuGroup, PciDevice
 
 _MEM_TOTAL = re.compile(r"^Node\s+(\d+)\s+MemTotal:\s+(\d+)\s+kB\s*$", re.MULTILINE)
 

@@ -30,7 +30,7 @@ from pykata.image.pycompile import keep_stdlib_path
 STDLIB = "usr/lib/python3.11"
 DIST_PACKAGES = "usr/lib/python3/dist-packages"
 AGENT_DIR = "usr/lib/pykata"
-AGENT_PARTS = ("__init__.py", "agent", "protocol", "domain")
+AGENT_PARTS = ("__init__.py", "agent", "protocol", "transport", "domain")
 _AGENT_SKIP_SUFFIXES = (".pyi", ".proto", ".pyc", ".typed")
 
 INIT_STUB = """#!/usr/bin/python3.11 -SsE

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pykata.domain.cpuset import CpuSet
-from pykata.domain.errors import PykataError
+from pykata.domain.errors import CgroupError
 
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "pids")
 # The threaded controllers: the only ones a v2 threaded subtree can use.
@@ -35,14 +35,6 @@ CPU_PERIOD = 100_000      # us, the kernel's default CFS period
 MIN_QUOTA = 1_000         # us, the smallest CFS quota the kernel takes
 NAME_MAX = 255
 _SLICE = re.compile(r"[A-Za-z0-9_.-]+\.slice\Z")
-
-
-class CgroupError(PykataError):
-    """A cgroups path or value that pykata will not use; names the value and why."""
-
-    def __init__(self, what: str, value: object, why: str) -> None:
-        self.what, self.value, self.why = what, value, why
-        super().__init__(f"{what} {value!r}: {why}")
 
 
 # ---- the layout -------------------------------------------------------------------------

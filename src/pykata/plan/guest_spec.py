@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pykata.domain.contract import NS_FILES, container_ns_path
-from pykata.domain.cpuset import CpuSet, CpuSetError
-from pykata.domain.errors import SpecError
+from pykata.domain.cpuset import CpuSet
+from pykata.domain.errors import CpuSetError, SpecError
 from pykata.plan.numa import NumaPlan, guest_mems
 from pykata.plan.pci import VFIO_DIR
 from pykata.plan.vm import GUEST_SHARED_DIR

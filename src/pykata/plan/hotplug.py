@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pykata.domain.errors import PykataError
+from pykata.domain.errors import HotplugError
 from pykata.plan.numa import NumaPlan
 from pykata.plan.sizing import HOTPLUG_BLOCK_MIB, ResizeTarget, SizingPlan
 
@@ -32,10 +32,6 @@ CPU_ID = re.compile(r"cpu-([0-9]+)\Z")
 # QEMU's boot RAM backend is "mem0" (plan/vm.py); DIMM slots count from 1 so that
 # mem<slot> never collides with it.
 FIRST_DIMM_SLOT = 1
-
-
-class HotplugError(PykataError):
-    """A resize cannot be planned: no free slot, no DIMM slot left, bad VM state."""
 
 
 @dataclass(frozen=True)

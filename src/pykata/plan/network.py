@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pykata.domain.network import Interface, IpAddress, NetworkError, Route
+from pykata.domain.errors import NetworkError
+from pykata.domain.network import Interface, IpAddress, Route
 
 MODELS = ("tcfilter", "none")
 TAP_PREFIX = "tap"

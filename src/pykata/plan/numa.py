@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pykata.domain.cpuset import CpuSet, CpuSetError
-from pykata.domain.errors import NumaError
+from pykata.domain.cpuset import CpuSet
+from pykata.domain.errors import CpuSetError, NumaError
 from pykata.domain.topology import UNKNOWN_NODE, HostTopology
 from pykata.plan import qemu
 

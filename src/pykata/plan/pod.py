@@ -16,7 +16,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pykata.domain.errors import SpecError
-from pykata.plan.sizing import MIN_LIMIT_MIB, Limits
+from pykata.domain.limits import Limits
+from pykata.plan.sizing import MIN_LIMIT_MIB
 
 _QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)([a-zA-Z]*)\Z")
 _SUFFIX: dict[str, int | Decimal] = {

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pykata.domain.config import Config
-from pykata.domain.cpuset import CpuSet, CpuSetError
-from pykata.domain.errors import SpecError
+from pykata.domain.cpuset import CpuSet
+from pykata.domain.errors import CpuSetError, SpecError
 from pykata.domain.host import HostFacts
+from pykata.domain.limits import Limits
 
 MAX_VCPUS = 240                 # Kata's cap for default_maxvcpus = 0
 DEFAULT_CPU_PERIOD = 100_000    # the kernel's CFS period, when a spec sets only a quota
@@ -36,23 +37,7 @@ _INT = re.compile(r"-?[0-9]{1,19}\Z")
 HOTPLUG_BLOCK_MIB = 128
 # Hotplug device names per bus.
 VIRTIO_MEM = {"pci": "virtio-mem-pci", "ccw": "virtio-mem-ccw"}
-NO_CPUS = CpuSet()
 
-
-@dataclass(frozen=True)
-class Limits:
-    """What one container (or a whole pod) may use; 0 means no limit."""
-
-    vcpus: float = 0.0
-    memory_mib: int = 0
-    reasons: tuple[str, ...] = ()
-    cpuset: CpuSet = NO_CPUS    # linux.resources.cpu.cpus: host CPUs; empty: any
-    mems: CpuSet = NO_CPUS      # linux.resources.cpu.mems: host NUMA nodes; empty: any
-
-    def __add__(self, other: Limits) -> Limits:
-        return Limits(self.vcpus + other.vcpus, self.memory_mib + other.memory_mib,
-                      self.reasons + other.reasons, self.cpuset | other.cpuset,
-                      self.mems | other.mems)
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pykata.domain.config import Config
 from pykata.domain.errors import ConfigError, NumaError
 from pykata.domain.host import HostFacts
+from pykata.domain.limits import Limits
 from pykata.plan import qemu
 from pykata.plan.arch import ArchProfile, plan_arch, plan_machine
 from pykata.plan.hotplug import virtio_mem_devices
 from pykata.plan.numa import NumaPlan, numa_options, plan_numa
 from pykata.plan.pci import Passthrough, expanders, plan_passthrough, vfio_bdfs
-from pykata.plan.sizing import HOTPLUG_BLOCK_MIB, Limits, SizingPlan, plan_sizing
+from pykata.plan.sizing import HOTPLUG_BLOCK_MIB, SizingPlan, plan_sizing
 
 SHARED_TAG = "pykatafs"
 NO_LIMITS = Limits()

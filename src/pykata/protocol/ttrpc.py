@@ -3,7 +3,7 @@
 Decides how ttrpc v1.1 (unary calls, as containerd 1.6 speaks it) looks on the wire: a
 10-byte header (u32 BE data length, u32 BE stream id, u8 type, u8 flags) and at most 4 MiB
 of protobuf data. It must not do I/O: no asyncio, socket or os here; the transport in
-`ttrpc_aio` feeds it bytes and writes out what it returns.
+`pykata.transport.ttrpc_aio` feeds it bytes and writes out what it returns.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from google.protobuf.message import DecodeError, Message
 
 from pykata.domain.errors import ProtocolError
 from pykata.protocol.pb import agent_pb2 as pb
-from pykata.protocol.ttrpc_aio import TtrpcClient
+from pykata.transport.ttrpc_aio import TtrpcClient
 
 AGENT = "pykata.agent.v1.AgentService"
 HEALTH = "pykata.agent.v1.Health"

@@ -19,7 +19,7 @@ from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
 
 from pykata.domain.cpuset import CpuSet
-from pykata.domain.errors import PykataError
+from pykata.domain.errors import InspectError
 from pykata.domain.topology import HostTopology
 from pykata.host.affinity import thread_affinity
 from pykata.sandbox.leftovers import recorded_pids, started_for
@@ -29,10 +29,6 @@ from pykata.vmm.threads import parse_cpus_fast
 from pykata.vmm.vm import INSPECT_SOCKET
 
 MIB = 1 << 20
-
-
-class InspectError(PykataError):
-    """No such running sandbox, or it could not be read."""
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import json
 import logging
 import os
 
-from pykata.domain.network import NetworkError
+from pykata.domain.errors import NetworkError
 from pykata.host import netns
-from pykata.plan.network import NetworkPlan, NetworkRequest, nic_options, plan_network
+from pykata.plan.network import NetworkPlan, NetworkRequest, nic_options
 from pykata.plan.qemu import QemuOption
 from pykata.protocol.network import setup_network_request
 from pykata.protocol.pb import agent_pb2 as pb
@@ -69,18 +69,16 @@ def write_record(state_dir: str, plan: NetworkPlan) -> None:
                    "taps": [n.tap for n in plan.nics]}, f)
 
 
-async def attach_network(stack: contextlib.AsyncExitStack, req: NetworkRequest,
+async def attach_network(stack: contextlib.AsyncExitStack, plan: NetworkPlan,
                          state_dir: str) -> AttachedNetwork:
-    """Plans and creates the taps and redirects; their removal is registered on `stack`
+    """Creates the planned taps and redirects; their removal is registered on `stack`
     before anything exists, the record is written before anything is created."""
-    links, routes = await asyncio.to_thread(netns.in_netns, req.netns, netns.read_namespace)
-    plan = plan_network(req.netns, links, routes)
     for why in plan.skipped:
-        log.info("network namespace %s: skipped %s", req.netns, why)
+        log.info("network namespace %s: skipped %s", plan.netns, why)
     write_record(state_dir, plan)
     stack.push_async_callback(detach, plan.netns, [n.link for n in plan.nics],
                               [n.tap for n in plan.nics])
-    fds = await asyncio.to_thread(netns.in_netns, req.netns,
+    fds = await asyncio.to_thread(netns.in_netns, plan.netns,
                                   functools.partial(netns.create_taps, plan.nics))
     attached = AttachedNetwork(plan, fds)
     stack.callback(attached.close_fds)

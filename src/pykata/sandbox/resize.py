@@ -12,9 +12,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pykata.plan.hotplug import MIB, HotplugError, plan_hotplug
+from pykata.domain.errors import HotplugError
+from pykata.domain.limits import Limits
+from pykata.plan.hotplug import MIB, plan_hotplug
 from pykata.plan.numa import NumaPlan
-from pykata.plan.sizing import HOTPLUG_BLOCK_MIB, Limits, ResizeTarget, SizingPlan, plan_resize
+from pykata.plan.sizing import HOTPLUG_BLOCK_MIB, ResizeTarget, SizingPlan, plan_resize
 from pykata.sandbox.agent_client import AgentClient
 from pykata.vmm import hotplug
 

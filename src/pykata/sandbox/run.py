@@ -9,15 +9,9 @@ import signal
 import threading
 from collections.abc import Awaitable, Callable
 
-from pykata.domain.config import Config
 from pykata.domain.errors import PykataError
-from pykata.domain.host import HostFacts
 from pykata.domain.spec import Spec
-from pykata.plan.cgroups import spec_cgroups_path
-from pykata.plan.network import plan_network_request
-from pykata.plan.pci import vfio_groups
-from pykata.plan.sizing import Limits
-from pykata.plan.vm import NO_LIMITS
+from pykata.plan.sandbox import SandboxPlan
 from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.sandbox import Sandbox
 
@@ -113,18 +107,12 @@ class Signals:
 
 
 async def run_container(
-    cfg: Config, facts: HostFacts, spec: Spec, rootfs: str, stdin: bool,
+    plan: SandboxPlan, spec: Spec, rootfs: str, stdin: bool,
     on_warning: Callable[[str], None], fds: tuple[int, int, int] = (0, 1, 2),
-    workload: Limits = NO_LIMITS,
 ) -> int:
-    # One container for the VM's whole life: sized at boot, no hotplug headroom.
-    network = plan_network_request(spec.doc, cfg.runtime.internetworking_model)
-    sandbox = Sandbox(cfg, facts, workload=workload, resizable=False,
-                      vfio_groups=vfio_groups(spec.doc, "config.json"),
-                      cgroups_path=spec_cgroups_path(spec.doc, "config.json"),
-                      network=network)
-    for warning in sandbox.plan.sizing.warnings:
-        on_warning(warning)
+    """Runs `plan` (one container for the VM's whole life: `resizable=False`) with the
+    container `spec` in `rootfs`; returns its exit status. The plan's warnings were shown."""
+    sandbox = Sandbox(plan)
     signals = Signals()
     work = asyncio.ensure_future(_start_and_relay(sandbox, spec, rootfs, stdin, fds,
                                                   on_warning, signals))

@@ -10,9 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -20,37 +18,33 @@ from pykata.domain import ids
 from pykata.domain.config import Config
 from pykata.domain.errors import HostError, ProtocolError, PykataError, SpecError, VmmError
 from pykata.domain.host import HostFacts
+from pykata.domain.limits import Limits
 from pykata.domain.spec import Spec
 from pykata.host import mounts
 from pykata.host.cgroups import RECORD_FILE, SandboxCgroups
 from pykata.host.vfio import check_vfio_ready
-from pykata.plan.cgroups import sandbox_cgroup_path
 from pykata.plan.guest_spec import PodNamespaces, plan_guest_spec
 from pykata.plan.network import NetworkRequest
 from pykata.plan.pinning import check_cpusets, host_cpu_set
-from pykata.plan.sizing import Limits, ResizeTarget
-from pykata.plan.vm import GUEST_SHARED_DIR, NO_LIMITS, SHARED_TAG, VmPlan, plan_vm
+from pykata.plan.sandbox import SandboxPlan, plan_sandbox
+from pykata.plan.sizing import ResizeTarget
+from pykata.plan.vm import GUEST_SHARED_DIR, NO_LIMITS, SHARED_TAG, VmPlan
 from pykata.protocol.pb import agent_pb2 as pb
-from pykata.protocol.ttrpc_aio import TtrpcClient
 from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.leftovers import record_owner, record_pids
 from pykata.sandbox.network import attach_network
 from pykata.sandbox.placement import Placement
 from pykata.sandbox.portforward import PortForwarder
+from pykata.sandbox.request import request_from_parts
 from pykata.sandbox.resize import Resizer
 from pykata.sandbox.state import SandboxState, check_transition, require
+from pykata.transport.ttrpc_aio import TtrpcClient
 from pykata.vmm import vm as vmm
 from pykata.vmm.threads import vcpu_threads
 
 AGENT_VSOCK_PORT = 1024
 PLAN_FILE = "plan.json"  # the VM's plan, for `pykata inspect`
 VM_EXIT_WAIT = 2.0  # a lost agent connection: how long QEMU's exit may lag behind it
-
-
-def random_guest_cid() -> int:
-    """A vsock context id for one VM; 0-2 are reserved. Random, so concurrent sandboxes
-    do not collide (QEMU fails to start on a CID in use, and says so)."""
-    return secrets.randbelow(0xFFFF_FFFF - 3) + 3
 
 
 @dataclass
@@ -60,40 +54,30 @@ class Container:
 
 
 class Sandbox:
-    def __init__(self, cfg: Config, facts: HostFacts, sandbox_id: str | None = None,
-                 devices: frozenset[str] = frozenset(), workload: Limits = NO_LIMITS,
-                 resizable: bool = True, vfio_groups: tuple[int, ...] = (),
-                 cgroups_path: str | None = None,
-                 network: NetworkRequest | None = None, port_forward: bool = False) -> None:
-        """`devices`: the QEMU binary's (none: sized statically, no hotplug headroom);
-        `workload`: the limits known at boot; `resizable`: containers may come and go;
-        `vfio_groups`: IOMMU groups passed through to the VM (the spec's /dev/vfio/<g>);
-        `cgroups_path`: the OCI `linux.cgroupsPath` for the host cgroups;
-        `network`: the pod's network namespace (none: the VM gets no network device);
-        `port_forward`: answer dials to localhost there from the guest (CRI's PortForward)."""
-        self.id = ids.check_id("sandbox id", sandbox_id or uuid.uuid4().hex)
-        sandbox_cgroup_path(cgroups_path, self.id)  # a bad one is refused before anything
-        self.cgroups_path = cgroups_path
+    """Executes a `SandboxPlan`: `start()` boots the VM and attaches the pod to it,
+    containers come and go, `stop()` unwinds exactly what was set up."""
+
+    def __init__(self, plan: SandboxPlan) -> None:
+        self.sandbox_plan = plan
+        self.id = plan.id
+        self.cgroups_path = plan.cgroups_path
         self.cgroups: SandboxCgroups | None = None
-        self.cfg = cfg
-        self.state_dir = os.path.join(cfg.runtime.state_dir, self.id)
+        self.cfg = cfg = plan.config
+        self.state_dir = plan.state_dir
         self.shared_dir = os.path.join(self.state_dir, "shared")
-        self.plan: VmPlan = plan_vm(cfg, facts, self.id, self.state_dir,
-                                    guest_cid=random_guest_cid(), devices=devices,
-                                    workload=workload, resizable=resizable,
-                                    vfio_groups=vfio_groups)
-        self.network = network
-        self.port_forward = port_forward
+        self.plan: VmPlan = plan.vm
+        self.network = plan.network_request if plan.network else None
         self.state = SandboxState.CREATED
         self.containers: dict[str, Container] = {}
         self.vm: vmm.Vm | None = None
         sizing = self.plan.sizing
         self._resizer = Resizer(sizing, ResizeTarget(sizing.vcpus, sizing.memory_mib),
                                 self.plan.numa)
+        facts = plan.facts
         self._host_cpus = host_cpu_set(facts.online_cpus, [n.cpus for n in facts.topology.nodes])
         self._host_nodes = facts.topology.node_ids
-        self._check_cpusets([workload], "sandbox")
-        self._workload = workload
+        self._check_cpusets([plan.workload], "sandbox")
+        self._workload = plan.workload
         self.placement = Placement(cfg.runtime.enable_vcpus_pinning, self._host_cpus,
                                    self.plan.numa, self.state_dir)
         # One resize or re-placement at a time: a container update racing a hotplug ends in
@@ -101,6 +85,23 @@ class Sandbox:
         self._resources = asyncio.Lock()
         self._agent: AgentClient | None = None
         self._stack = contextlib.AsyncExitStack()
+
+    @classmethod
+    def from_parts(cls, cfg: Config, facts: HostFacts, sandbox_id: str | None = None, *,
+                   devices: frozenset[str] = frozenset(), workload: Limits = NO_LIMITS,
+                   resizable: bool = True, vfio_groups: tuple[int, ...] = (),
+                   cgroups_path: str | None = None, network: NetworkRequest | None = None,
+                   port_forward: bool = False) -> Sandbox:
+        """A sandbox without a spec (tests, benchmarks, `pykata check --boot`):
+        `devices`: the QEMU binary's (none: sized statically, no hotplug headroom);
+        `workload`: the limits known at boot; `resizable`: containers may come and go;
+        `vfio_groups`: IOMMU groups passed through; `cgroups_path`: the OCI
+        `linux.cgroupsPath`; `network`: the pod's network namespace (none: no network
+        device); `port_forward`: answer dials to localhost there from the guest."""
+        return cls(plan_sandbox(request_from_parts(
+            cfg, facts, sandbox_id, devices=devices, workload=workload, resizable=resizable,
+            vfio_groups=vfio_groups, cgroups_path=cgroups_path, network=network,
+            port_forward=port_forward)))
 
     @property
     def agent(self) -> AgentClient:
@@ -140,8 +141,8 @@ class Sandbox:
             os.path.join(self.state_dir, RECORD_FILE))
         self._stack.callback(self.cgroups.remove)  # after QEMU and virtiofsd have stopped
         hv = self.cfg.hypervisor
-        net = (await attach_network(self._stack, self.network, self.state_dir)
-               if self.network else None)
+        net = (await attach_network(self._stack, self.sandbox_plan.network, self.state_dir)
+               if self.sandbox_plan.network else None)
         vm = await vmm.launch(self.plan, self.state_dir, self.shared_dir,
                               hv.virtio_fs_daemon, hv.virtio_fs_cache,
                               *(net.qemu(self.plan.arch.bus) if net else ()))
@@ -162,7 +163,7 @@ class Sandbox:
             pb.CreateSandboxRequest(sandbox_id=self.id, storages=[storage]))
         if net and self.network:
             await self._agent.setup_network(net.request(self.network))
-            if self.port_forward:
+            if self.sandbox_plan.port_forward:
                 await PortForwarder(self._agent, self.network.netns, self.id,
                                     self.state_dir).start(self._stack)
         await self._place_vcpus([self._workload])

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pykata.domain.errors import PykataError
+from pykata.domain.errors import PykataError, UsageError
 
 ACTIONS = ("start", "delete")
 _VALUE_FLAGS = ("namespace", "address", "publish-binary", "id", "bundle", "socket")
@@ -20,10 +20,6 @@ _BOOL_FLAGS = ("debug", "v")
 CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
 MAX_SOCKET_PATH = 106
-
-
-class UsageError(PykataError):
-    pass
 
 
 @dataclass(frozen=True)

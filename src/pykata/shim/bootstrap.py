@@ -19,7 +19,7 @@ import time
 from typing import BinaryIO
 
 from pykata.domain.errors import PykataError
-from pykata.host.config_files import load_config
+from pykata.sandbox.request import load_config
 from pykata.shim.args import ShimArgs, pod_role, socket_path
 
 MARKER = "pykata-sandbox.json"   # in the bundle: where delete finds the sandbox
@@ -141,11 +141,10 @@ def _detach_stdio() -> None:
 
 def delete(args: ShimArgs, stdout: BinaryIO) -> int:
     bundle = args.bundle or os.getcwd()
-    from pykata.host import mounts
-    from pykata.sandbox.leftovers import clear_sandbox, mounts_below, sweep
+    from pykata.sandbox.leftovers import clear_sandbox, sweep
+    from pykata.sandbox.rootfs import unmount_below
 
-    for point in mounts_below(os.path.join(bundle, "rootfs")):
-        mounts.unmount(point)
+    unmount_below(os.path.join(bundle, "rootfs"))
     marker = _read_marker(bundle)
     if marker and not _alive(marker["socket"]):
         clear_sandbox(marker["state_dir"])

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pykata.domain.errors import INVALID_ARGUMENT, PykataError, RpcError
+from pykata.domain.limits import Limits
 from pykata.domain.spec import Spec, parse_spec
-from pykata.host import mounts
-from pykata.plan.sizing import Limits, limits_from_spec
 from pykata.protocol.pb import shim_pb2 as pb
+from pykata.sandbox import rootfs as rootfs_mounts
+from pykata.sandbox.request import limits_from_spec
 from pykata.sandbox.sandbox import Sandbox
 from pykata.shim.args import PodRole
 from pykata.shim.tasks import Task
@@ -83,7 +84,7 @@ def mount_rootfs(task: Task, r: pb.CreateTaskRequest, spec: Spec) -> str:
     try:
         for m in r.rootfs:
             os.makedirs(rootfs, exist_ok=True)
-            mounts.mount(m.type, m.source, rootfs, list(m.options))
+            rootfs_mounts.mount(m.type, m.source, rootfs, m.options)
             task.rootfs_mounts.append(rootfs)
     except PykataError:
         unmount_rootfs(task)
@@ -94,7 +95,7 @@ def mount_rootfs(task: Task, r: pb.CreateTaskRequest, spec: Spec) -> str:
 def unmount_rootfs(task: Task) -> None:
     for target in reversed(task.rootfs_mounts):
         try:
-            mounts.unmount(target)
+            rootfs_mounts.unmount(target)
         except PykataError as exc:
             log.error("task %s: %s", task.id, exc)
     task.rootfs_mounts.clear()

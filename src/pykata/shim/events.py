@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 
 from pykata.domain.errors import ProtocolError, RpcError
 from pykata.protocol.pb import events_pb2
-from pykata.protocol.ttrpc_aio import TtrpcClient
+from pykata.transport.ttrpc_aio import TtrpcClient
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 
 import pykata
-from pykata.domain.errors import PykataError
-from pykata.shim.args import UsageError, parse_args
+from pykata.domain.errors import PykataError, UsageError
+from pykata.shim.args import parse_args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

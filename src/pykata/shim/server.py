@@ -18,36 +18,67 @@ from collections.abc import Mapping
 from pykata.domain.errors import (
     ALREADY_EXISTS,
     FAILED_PRECONDITION,
+    INTERNAL,
     INVALID_ARGUMENT,
     NOT_FOUND,
+    UNAVAILABLE,
     UNKNOWN,
+    AnnotationError,
+    CgroupError,
     ConfigError,
+    CpuSetError,
+    HostError,
+    HotplugError,
+    IdError,
+    ImageError,
+    NetworkError,
+    NumaError,
+    ProtocolError,
     PykataError,
     RpcError,
     SpecError,
     StateError,
+    StdioError,
+    TopologyError,
+    VmmError,
 )
-from pykata.domain.ids import IdError
 from pykata.protocol.pb import shim_pb2
 from pykata.protocol.services import Handler, service_table
-from pykata.protocol.ttrpc_aio import TtrpcServer
 from pykata.shim.args import ShimArgs, pod_role
 from pykata.shim.boot import boot_sandbox
 from pykata.shim.bundle import BootRequest, read_spec
 from pykata.shim.events import Publisher
 from pykata.shim.service import TaskService
+from pykata.transport.ttrpc_aio import TtrpcServer
 
 log = logging.getLogger("pykata.shim")
 
 TASK_SERVICE = "containerd.task.v2.Task"
 
+# The one conversion of pykata's errors to containerd's codes: what the caller sent is
+# wrong (InvalidArgument), asks for what this host or sandbox cannot do now
+# (FailedPrecondition), names what does not exist (NotFound), or the VM or host failed
+# (Unavailable, Internal). First match wins: subclasses before their bases.
 _CODES: tuple[tuple[type[Exception], int], ...] = (
     (IdError, INVALID_ARGUMENT),
     (SpecError, INVALID_ARGUMENT),
     (ConfigError, INVALID_ARGUMENT),
+    (AnnotationError, INVALID_ARGUMENT),
+    (CgroupError, INVALID_ARGUMENT),
+    (CpuSetError, INVALID_ARGUMENT),
+    (NetworkError, INVALID_ARGUMENT),
+    (StdioError, INVALID_ARGUMENT),
     (StateError, FAILED_PRECONDITION),
+    (NumaError, FAILED_PRECONDITION),
+    (HotplugError, FAILED_PRECONDITION),
+    (ImageError, FAILED_PRECONDITION),
     (FileNotFoundError, NOT_FOUND),
     (FileExistsError, ALREADY_EXISTS),
+    (VmmError, UNAVAILABLE),
+    (ProtocolError, UNAVAILABLE),
+    (TopologyError, INTERNAL),
+    (HostError, INTERNAL),
+    (OSError, INTERNAL),
 )
 
 

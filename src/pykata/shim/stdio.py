@@ -17,16 +17,12 @@ import logging
 import os
 import stat
 
-from pykata.domain.errors import PykataError
+from pykata.domain.errors import StdioError
 
 log = logging.getLogger(__name__)
 
 _OPEN_RETRY_S = 2.0
 _READ_SIZE = 1 << 16
-
-
-class StdioError(PykataError):
-    pass
 
 
 class Sink:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pykata.domain.errors import ALREADY_EXISTS, FAILED_PRECONDITION, NOT_FOUND, RpcError
-from pykata.plan.sizing import Limits
+from pykata.domain.limits import Limits
 from pykata.protocol.pb import shim_pb2 as pb
 
 CREATED, RUNNING, STOPPED, PAUSED = pb.CREATED, pb.RUNNING, pb.STOPPED, pb.PAUSED

@@ -1,0 +1,135 @@
+"""One sandbox, planned whole: the request (spec, effective config, host facts gathered up
+front) in, the plan the runtime executes out. Pure.
+
+`plan_sandbox` decides the VM (sizing, NUMA, passthrough, argv), the pod's network (NICs,
+tc redirects, their QEMU options), the sandbox cgroup, whether port-forward is set up, and
+collects every warning. `pykata plan` prints `SandboxPlan.to_json()`; `Sandbox` executes
+the same object, so what a user sees is what runs. Per-container guest specs are planned
+when each container comes (`pykata.plan.guest_spec`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pykata.domain import ids
+from pykata.domain.config import Config
+from pykata.domain.host import HostFacts
+from pykata.domain.limits import Limits
+from pykata.plan.cgroups import sandbox_cgroup_path
+from pykata.plan.network import (
+    HostLink,
+    HostRoute,
+    NetworkPlan,
+    NetworkRequest,
+    nic_options,
+    plan_network,
+)
+from pykata.plan.vm import NO_LIMITS, VmPlan, plan_qemu_argv, plan_vm
+
+# The fds `pykata plan` shows for the sockets and taps the runtime passes QEMU.
+QMP_FD, AGENT_FD, INSPECT_FD, FIRST_TAP_FD = 3, 4, 5, 6
+
+
+@dataclass(frozen=True)
+class NetnsFacts:
+    """The pod's network namespace as read before planning."""
+
+    links: tuple[HostLink, ...]
+    routes: tuple[HostRoute, ...]
+
+
+@dataclass(frozen=True)
+class SandboxRequest:
+    """Everything a sandbox's plan depends on, gathered once (`pykata.sandbox.request`)."""
+
+    sandbox_id: str
+    config: Config                   # annotations applied
+    facts: HostFacts
+    devices: frozenset[str] = frozenset()  # the QEMU binary's (none: static sizing)
+    workload: Limits = NO_LIMITS     # the limits known at boot
+    resizable: bool = True           # containers come and go (hotplug headroom)
+    vfio_groups: tuple[int, ...] = ()
+    cgroups_path: str | None = None  # the spec's linux.cgroupsPath
+    network: NetworkRequest | None = None
+    netns: NetnsFacts | None = None  # read from `network.netns`
+    port_forward: bool = False       # a CRI pod: answer dials to localhost in its namespace
+    guest_cid: int = 3
+    warnings: tuple[str, ...] = ()   # from reading the request (config, annotations, spec)
+
+
+@dataclass(frozen=True)
+class SandboxPlan:
+    id: str
+    state_dir: str
+    vm: VmPlan
+    network_request: NetworkRequest | None
+    network: NetworkPlan | None      # None: the VM gets no network device
+    cgroup: str                      # the sandbox cgroup's path
+    cgroups_path: str | None
+    port_forward: bool
+    workload: Limits
+    warnings: tuple[str, ...]
+    # What executing it needs beside the decisions (not printed).
+    config: Config = field(repr=False, compare=False)
+    facts: HostFacts = field(repr=False, compare=False)
+
+    def qemu_argv(self, qmp_fd: int, agent_fd: int | None, inspect_fd: int | None,
+                  tap_fds: Sequence[int]) -> list[str]:
+        nics = nic_options(self.network, tap_fds, self.vm.arch.bus) if self.network else []
+        return plan_qemu_argv(self.vm, qmp_fd, agent_fd, inspect_fd, nics)
+
+    def shown_argv(self) -> list[str]:
+        """The argv with the fds `pykata plan` shows (the runtime's differ)."""
+        taps = range(FIRST_TAP_FD, FIRST_TAP_FD + len(self.network.nics if self.network else ()))
+        return self.qemu_argv(QMP_FD, AGENT_FD if self.vm.transport != "vsock" else None,
+                              INSPECT_FD, list(taps))
+
+    def to_json(self) -> dict[str, Any]:
+        s, vm = self.vm.sizing, self.vm
+        return {
+            "vcpus": s.vcpus, "max_vcpus": s.max_vcpus,
+            "memory_mib": s.memory_mib, "max_memory_mib": s.max_memory_mib,
+            "static": s.static, "memory_hotplug": s.memory_hotplug,
+            "cpu_hotplug": s.cpu_hotplug,
+            "qemu_argv": self.shown_argv(),
+            "warnings": list(self.warnings),
+            "reasons": list(vm.reasons),
+            "numa": vm.numa.to_json()["nodes"] if vm.numa else None,
+            "devices": [d.to_json() for d in vm.passthrough],
+            "network": _network_json(self.network),
+            "cgroup": self.cgroup,
+            "port_forward": self.port_forward,
+        }
+
+
+def _network_json(plan: NetworkPlan | None) -> dict[str, Any] | None:
+    if plan is None:
+        return None
+    return {"netns": plan.netns,
+            "nics": [{"link": n.link, "tap": n.tap, "mac": n.interface.mac,
+                      "mtu": n.interface.mtu,
+                      "addresses": [f"{a.address}/{a.prefix_len}" for a in n.interface.addresses],
+                      "redirects": [r.describe() for r in n.redirects]} for n in plan.nics],
+            "routes": [{"dest": r.dest or "default", "gateway": r.gateway, "device": r.device}
+                       for r in plan.routes],
+            "skipped": list(plan.skipped)}
+
+
+def plan_sandbox(req: SandboxRequest) -> SandboxPlan:
+    cfg = req.config
+    ids.check_id("sandbox id", req.sandbox_id)  # it becomes a path
+    state_dir = f"{cfg.runtime.state_dir.rstrip('/')}/{req.sandbox_id}"
+    cgroup = sandbox_cgroup_path(req.cgroups_path, req.sandbox_id)
+    vm = plan_vm(cfg, req.facts, req.sandbox_id, state_dir, guest_cid=req.guest_cid,
+                 devices=req.devices, workload=req.workload, resizable=req.resizable,
+                 vfio_groups=req.vfio_groups)
+    network = None
+    if req.network is not None and req.netns is not None:
+        network = plan_network(req.network.netns, req.netns.links, req.netns.routes)
+    warnings = [*req.warnings, *vm.sizing.warnings, *(vm.numa.warnings if vm.numa else ())]
+    return SandboxPlan(req.sandbox_id, state_dir, vm, req.network, network, cgroup,
+                       req.cgroups_path, req.port_forward and network is not None,
+                       req.workload, tuple(warnings), cfg, req.facts)

@@ -1,0 +1,1 @@
+"""asyncio loops around the sans-IO protocol codecs (ttrpc client and server)."""
