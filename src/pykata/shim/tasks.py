@@ -1,8 +1,10 @@
 """The shim's view of tasks (containers) and their processes: ids, states, exit records.
 
-Holds no I/O. A process's life: CREATED -> RUNNING -> STOPPED (PAUSED in between, for a
-container's init). The exit is recorded once, with its time; Wait waits for it. Errors are
-RpcErrors carrying containerd's codes, so the handler table passes them through.
+Holds no I/O. A process's life is one table, `TRANSITIONS`: CREATED -> RUNNING -> STOPPED
+(PAUSED in between, for a container's init); an exit stops it from any state, and a start,
+pause or resume that arrives after the exit changes nothing. The exit is recorded once,
+with its time; Wait waits for it. Errors are RpcErrors carrying containerd's codes, so the
+handler table passes them through.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ from pykata.protocol.pb import shim_pb2 as pb
 
 CREATED, RUNNING, STOPPED, PAUSED = pb.CREATED, pb.RUNNING, pb.STOPPED, pb.PAUSED
 _NAMES = {CREATED: "created", RUNNING: "running", STOPPED: "stopped", PAUSED: "paused"}
+START, PAUSE, RESUME, EXIT = "start", "pause", "resume", "exit"
+TRANSITIONS: dict[tuple[pb.Status, str], pb.Status] = {
+    (CREATED, START): RUNNING,
+    (RUNNING, PAUSE): PAUSED,
+    (PAUSED, RESUME): RUNNING,
+    (CREATED, EXIT): STOPPED,
+    (RUNNING, EXIT): STOPPED,
+    (PAUSED, EXIT): STOPPED,
+}
 
 
 @dataclass(frozen=True)
@@ -52,9 +63,19 @@ class Proc:
         """Records the first exit only; says whether this call did."""
         if self.exited.is_set():
             return False
-        self.status, self.exit_status, self.exited_at_ns = STOPPED, status, time.time_ns()
+        self.advance("exit", EXIT)
+        self.exit_status, self.exited_at_ns = status, time.time_ns()
         self.exited.set()
         return True
+
+    def advance(self, what: str, event: str) -> None:
+        """Moves by `TRANSITIONS`. A stopped process stays stopped (its exit came first);
+        any other move the table lacks is an error naming the state and what was needed."""
+        new = TRANSITIONS.get((self.status, event))
+        if new is not None:
+            self.status = new
+        elif self.status is not STOPPED:
+            self.require(what, *(s for (s, e) in TRANSITIONS if e == event))
 
     def require(self, what: str, *states: pb.Status) -> None:
         if self.status not in states:
