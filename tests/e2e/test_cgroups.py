@@ -149,7 +149,7 @@ def test_vm_vcpu_threads_in_the_sandbox_cgroup(pykata: Pykata, tmp_path: Path,
             seen[0] = _cgroups_of(os.getpid(), os.getpid())
             # A container comes (static VM: no hotplug): the pod's cpuset and quota follow.
             await sandbox.resize([Limits(vcpus=0.5, cpuset=CpuSet.parse("1"))])
-            for d in sandbox.cgroups.dir(cgroups_path) if sandbox.cgroups else []:
+            for d in _cg(sandbox).dir(cgroups_path):
                 files = {f.name: f.read_text().strip() for f in Path(d).iterdir()
                          if f.name in ("cpuset.cpus", "cpu.cfs_quota_us")}
                 limits.update(files)
@@ -167,8 +167,13 @@ def test_vm_vcpu_threads_in_the_sandbox_cgroup(pykata: Pykata, tmp_path: Path,
             assert where[controller] == want, (tid, controller, where)
     assert set(threads.values()) < set(seen)
     assert sandbox.cgroups is not None
-    for d in sandbox.cgroups.dir(cgroups_path) + sandbox.cgroups.dir(overhead):
+    for d in _cg(sandbox).dir(cgroups_path) + _cg(sandbox).dir(overhead):
         assert not os.path.exists(d), d
     assert not any(os.path.exists(d) for d in
-                   sandbox.cgroups.dir(f"/pykata-test-{os.getpid()}"))
+                   _cg(sandbox).dir(f"/pykata-test-{os.getpid()}"))
     assert _cgroups_of(os.getpid(), os.getpid())["cpu"] == "/"  # pytest went back
+
+
+def _cg(sandbox: Sandbox) -> SandboxCgroups:
+    assert isinstance(sandbox.cgroups, SandboxCgroups)
+    return sandbox.cgroups

@@ -61,7 +61,7 @@ def _record_qmp(sandbox: Sandbox) -> list[str]:
     async def recording(cmd: str, arguments: Mapping[str, object] | None = None) -> object:
         sent.append(cmd)
         return await execute(cmd, arguments)
-    qmp.execute = recording  # type: ignore[method-assign,assignment]
+    qmp.execute = recording
     return sent
 
 

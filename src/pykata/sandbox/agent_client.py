@@ -34,6 +34,9 @@ class AgentClient:
         self.call_timeout = call_timeout
         self.create_timeout = create_timeout
 
+    async def close(self) -> None:
+        await self.ttrpc.close()
+
     async def _call(self, service: str, method: str, req: Message, resp: type[M],
                     timeout: float | None) -> M:
         data = await self.ttrpc.call(service, method, req.SerializeToString(), timeout)

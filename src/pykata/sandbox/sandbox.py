@@ -10,19 +10,16 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pykata.domain import ids
 from pykata.domain.config import Config
-from pykata.domain.errors import HostError, ProtocolError, PykataError, SpecError, VmmError
+from pykata.domain.errors import HostError, ProtocolError, PykataError, VmmError
 from pykata.domain.host import HostFacts
 from pykata.domain.limits import Limits
 from pykata.domain.spec import Spec
-from pykata.host import mounts
-from pykata.host.cgroups import RECORD_FILE, SandboxCgroups
-from pykata.host.vfio import check_vfio_ready
+from pykata.host.cgroups import RECORD_FILE
 from pykata.plan.guest_spec import PodNamespaces, plan_guest_spec
 from pykata.plan.network import NetworkRequest
 from pykata.plan.pinning import check_cpusets, host_cpu_set
@@ -31,18 +28,13 @@ from pykata.plan.sizing import ResizeTarget
 from pykata.plan.vm import GUEST_SHARED_DIR, NO_LIMITS, SHARED_TAG, VmPlan
 from pykata.protocol.pb import agent_pb2 as pb
 from pykata.sandbox.agent_client import AgentClient
-from pykata.sandbox.leftovers import record_owner, record_pids
-from pykata.sandbox.network import attach_network
+from pykata.sandbox.effects import Cgroups, Effects, Network, RealEffects, VmHandle
+from pykata.sandbox.leftovers import record_pids
 from pykata.sandbox.placement import Placement
-from pykata.sandbox.portforward import PortForwarder
 from pykata.sandbox.request import request_from_parts
 from pykata.sandbox.resize import Resizer
 from pykata.sandbox.state import SandboxState, check_transition, require
-from pykata.transport.ttrpc_aio import TtrpcClient
-from pykata.vmm import vm as vmm
-from pykata.vmm.threads import vcpu_threads
 
-AGENT_VSOCK_PORT = 1024
 PLAN_FILE = "plan.json"  # the VM's plan, for `pykata inspect`
 VM_EXIT_WAIT = 2.0  # a lost agent connection: how long QEMU's exit may lag behind it
 
@@ -57,11 +49,13 @@ class Sandbox:
     """Executes a `SandboxPlan`: `start()` boots the VM and attaches the pod to it,
     containers come and go, `stop()` unwinds exactly what was set up."""
 
-    def __init__(self, plan: SandboxPlan) -> None:
+    def __init__(self, plan: SandboxPlan, effects: Effects | None = None) -> None:
+        """`effects`: how it acts on the host and the VMM (tests pass fakes)."""
+        self._fx: Effects = effects or RealEffects()
         self.sandbox_plan = plan
         self.id = plan.id
         self.cgroups_path = plan.cgroups_path
-        self.cgroups: SandboxCgroups | None = None
+        self.cgroups: Cgroups | None = None
         self.cfg = cfg = plan.config
         self.state_dir = plan.state_dir
         self.shared_dir = os.path.join(self.state_dir, "shared")
@@ -69,7 +63,7 @@ class Sandbox:
         self.network = plan.network_request if plan.network else None
         self.state = SandboxState.CREATED
         self.containers: dict[str, Container] = {}
-        self.vm: vmm.Vm | None = None
+        self.vm: VmHandle | None = None
         sizing = self.plan.sizing
         self._resizer = Resizer(sizing, ResizeTarget(sizing.vcpus, sizing.memory_mib),
                                 self.plan.numa)
@@ -126,36 +120,57 @@ class Sandbox:
         self._move("start sandbox", SandboxState.RUNNING)
 
     async def _start(self) -> None:
-        os.makedirs(self.cfg.runtime.state_dir, exist_ok=True)
-        os.mkdir(self.state_dir, 0o700)
-        self._stack.callback(shutil.rmtree, self.state_dir, True)
-        record_owner(self.state_dir)  # at once: a sweep takes a dir without one for dead
+        """Host first, then the VM, then the pod attached to it. The VM is booted cold here;
+        the pod's part (`_attach_pod`) would be the same for a VM from elsewhere."""
+        net = await self._prepare_host()
+        vm = await self._boot_vm(net)
+        await self._attach_pod(vm, net)
+
+    async def _prepare_host(self) -> Network | None:
+        """The state directory, the shared directory, the host cgroups and the pod's taps."""
+        self._fx.make_state_dir(self.state_dir)
+        self._stack.callback(self._fx.remove_state_dir, self.state_dir)
         self._record_plan()
-        os.mkdir(self.shared_dir, 0o700)
-        mounts.make_shared_bind(self.shared_dir)
-        self._stack.callback(mounts.unmount, self.shared_dir)
+        self._fx.share_dir(self.shared_dir)
+        self._stack.callback(self._fx.unmount, self.shared_dir)
         self._stack.callback(self._unshare_all)
-        check_vfio_ready(tuple(d.bdf for d in self.plan.passthrough))
-        self.cgroups = SandboxCgroups.for_sandbox(
-            self.id, self.cgroups_path, self.cfg.runtime.sandbox_cgroup_only,
-            os.path.join(self.state_dir, RECORD_FILE))
+        self._fx.check_vfio([d.bdf for d in self.plan.passthrough])
+        self.cgroups = self._fx.cgroups(self.sandbox_plan,
+                                        os.path.join(self.state_dir, RECORD_FILE))
         self._stack.callback(self.cgroups.remove)  # after QEMU and virtiofsd have stopped
-        hv = self.cfg.hypervisor
-        net = (await attach_network(self._stack, self.sandbox_plan.network, self.state_dir)
-               if self.sandbox_plan.network else None)
-        vm = await vmm.launch(self.plan, self.state_dir, self.shared_dir,
-                              hv.virtio_fs_daemon, hv.virtio_fs_cache,
-                              *(net.qemu(self.plan.arch.bus) if net else ()))
+        network = self.sandbox_plan.network
+        return (await self._fx.attach_network(self._stack, network, self.state_dir)
+                if network else None)
+
+    async def _boot_vm(self, net: Network | None) -> VmHandle:
+        """QEMU and virtiofsd up, QMP and the agent connected."""
+        devices, fds = net.qemu(self.plan.arch.bus) if net else ([], [])
+        vm = await self._fx.launch(self.sandbox_plan, self.shared_dir, devices, fds)
         self.vm = vm
         self._stack.push_async_callback(vm.shutdown)
         if net:
             net.close_fds()  # QEMU's now: the taps go when it exits
         record_pids(self.state_dir, {"qemu": vm.qemu.pid, "virtiofsd": vm.virtiofsd.pid})
+        # Both at once; the first failure ends the other (a QMP failure need not wait out
+        # the agent's dial timeout).
         qmp = asyncio.ensure_future(vm.connect_qmp())
+        agent = asyncio.ensure_future(self._connect_agent(vm))
         try:
-            self._agent = await self._connect_agent(vm)
+            await asyncio.wait({qmp, agent}, return_when=asyncio.FIRST_EXCEPTION)
         finally:
-            await qmp
+            for task in (qmp, agent):
+                task.cancel()
+            await asyncio.gather(qmp, agent, return_exceptions=True)
+        for task in (qmp, agent):
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        self._agent = agent.result()
+        return vm
+
+    async def _attach_pod(self, vm: VmHandle, net: Network | None) -> None:
+        """The pod's part: its cgroups, the shared filesystem in the guest, its network
+        and port-forward, and the vCPUs placed for its workload."""
+        assert self.cgroups is not None and self._agent is not None
         self.cgroups.create(vm.qemu.pid, [vm.virtiofsd.pid, os.getpid()])
         storage = pb.Storage(driver="virtiofs", source=SHARED_TAG, fstype="virtiofs",
                              mount_point=GUEST_SHARED_DIR)
@@ -164,8 +179,7 @@ class Sandbox:
         if net and self.network:
             await self._agent.setup_network(net.request(self.network))
             if self.sandbox_plan.port_forward:
-                await PortForwarder(self._agent, self.network.netns, self.id,
-                                    self.state_dir).start(self._stack)
+                await self._fx.port_forward(self._stack, self._agent, self.sandbox_plan)
         await self._place_vcpus([self._workload])
 
     def _record_plan(self) -> None:
@@ -183,7 +197,7 @@ class Sandbox:
         cgroup, which carries the pod's cpuset and CPU limit, then its affinity. In that
         order: a v1 cpuset write or a move into a cpuset resets a thread's affinity."""
         assert self.vm is not None and self.cgroups is not None
-        threads = await vcpu_threads(self.vm.qmp, self.size.vcpus)
+        threads = await self._fx.vcpu_threads(self.vm, self.size.vcpus)
         pod = sum(containers, Limits())
         self.cgroups.update(pod.cpuset or None, pod.mems or None, pod.vcpus)
         self.cgroups.place_vcpus(threads.values())
@@ -206,7 +220,7 @@ class Sandbox:
         first = next(iter(done))
         return f"{waits[first]} exited (status {first.result()})"
 
-    async def _connect_agent(self, vm: vmm.Vm) -> AgentClient:
+    async def _connect_agent(self, vm: VmHandle) -> AgentClient:
         died = asyncio.ensure_future(vm.qemu.wait())
         check = asyncio.ensure_future(self._dial_and_check(vm))
         try:
@@ -222,14 +236,9 @@ class Sandbox:
                f"health check failed: {check.exception()}")
         raise VmmError(f"agent did not come up: {why}\n{vm.failure_detail()}")
 
-    async def _dial_and_check(self, vm: vmm.Vm) -> AgentClient:
-        if vm.agent_sock is not None:  # virtio-serial: connected before boot (see docs)
-            reader, writer = await asyncio.open_unix_connection(sock=vm.agent_sock)
-        else:
-            reader, writer = await vmm.dial_vsock(self.plan.guest_cid, AGENT_VSOCK_PORT)
-        client = AgentClient(TtrpcClient(reader, writer),
-                             create_timeout=self.cfg.runtime.create_container_timeout)
-        self._stack.push_async_callback(client.ttrpc.close)
+    async def _dial_and_check(self, vm: VmHandle) -> AgentClient:
+        client = await self._fx.connect_agent(vm, self.sandbox_plan)
+        self._stack.push_async_callback(client.close)
         await client.check()
         return client
 
@@ -264,22 +273,14 @@ class Sandbox:
 
     def _share(self, c: Container, source: str, name: str, readonly: bool) -> None:
         target = os.path.join(self.shared_dir, c.id, name)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if os.path.isdir(source):
-            os.mkdir(target)
-        elif os.path.exists(source):
-            with open(target, "x"):
-                pass
-        else:
-            raise SpecError("config.json", f"mount source {source!r}", "does not exist")
-        mounts.bind_mount(source, target, readonly=readonly)
+        self._fx.bind(source, target, readonly)
         c.mounts.append(target)
 
     def _unshare(self, c: Container) -> None:
         for target in reversed(c.mounts):
-            mounts.unmount(target)
+            self._fx.unmount(target)
         c.mounts.clear()
-        shutil.rmtree(os.path.join(self.shared_dir, c.id), ignore_errors=True)
+        self._fx.remove_state_dir(os.path.join(self.shared_dir, c.id))
         self.containers.pop(c.id, None)
 
     async def remove_container(self, cid: str) -> None:
