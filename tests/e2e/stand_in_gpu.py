@@ -16,13 +16,12 @@ import dataclasses
 import sys
 
 from pykata.cli import main as cli
-from pykata.cli import run
 from pykata.domain.cpuset import CpuSet
 from pykata.domain.host import HostFacts
 from pykata.domain.topology import HostNode, HostTopology, IommuGroup, PciDevice
 from pykata.host import facts as host_facts
 from pykata.plan import qemu
-from pykata.sandbox import sandbox
+from pykata.sandbox import effects, request
 
 GPU_BDF, GPU_GROUP = "0000:99:00.0", 77
 
@@ -51,8 +50,8 @@ def no_check(bdfs: tuple[str, ...]) -> None:
 ORIGINAL_NUMA_MEMORY = qemu.NumaMemory.args
 
 if __name__ == "__main__":
-    setattr(run, "read_host_facts", two_node_facts)  # noqa: B010 (not re-exported)
+    setattr(request, "read_host_facts", two_node_facts)  # noqa: B010 (not re-exported)
     qemu.VfioPci.args = stand_in_args  # type: ignore[method-assign]
     qemu.NumaMemory.args = real_node_args  # type: ignore[method-assign]
-    setattr(sandbox, "check_vfio_ready", no_check)  # noqa: B010 (not re-exported)
+    setattr(effects, "check_vfio_ready", no_check)  # noqa: B010 (not re-exported)
     sys.exit(cli.main(sys.argv[1:]))

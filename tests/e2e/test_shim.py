@@ -530,6 +530,16 @@ def test_bad_command_fails_clearly(env: ShimEnv) -> None:
     assert env.ctrd.tasks() == []
 
 
+def test_a_hostile_annotation_is_invalid_argument(env: ShimEnv) -> None:
+    """A refused annotation reaches ctr as containerd's InvalidArgument, naming it."""
+    r = env.run("--rm", "--annotation", "io.katacontainers.config.hypervisor.path=/bin/sh",
+                IMAGE_REF, "hostile1", "true", check=False)
+    assert r.returncode != 0
+    err = r.stderr.decode()
+    assert "io.katacontainers.config.hypervisor.path" in err and "invalid argument" in err, err
+    assert env.ctrd.tasks() == []
+
+
 def test_pause_resume_ps_metrics_kill(env: ShimEnv) -> None:
     with removed_after(env, "pk1"):
         env.run("-d", IMAGE_REF, "pk1", "sh", "-c",

@@ -214,3 +214,24 @@ def test_shutdown_with_no_task_is_honoured(tmp_path: Path) -> None:
         await shim.service.Shutdown(pb.ShutdownRequest(id="c1"))
         assert shim.service.shutdown_requested.is_set()
     scenario(tmp_path, body)
+
+
+def test_sigkill_a_hung_guest_cannot_deliver_stops_the_vm(tmp_path: Path) -> None:
+    """A frozen guest: SignalProcess times out. A SIGKILL then ends the VM (every task exits
+    255); any other signal's failure is the caller's to see."""
+    async def body(shim: Shim) -> None:
+        await shim.create("c1")
+        await shim.start("c1")
+
+        async def hung(*args: object, **kwargs: object) -> None:
+            raise RpcError("SignalProcess", DEADLINE_EXCEEDED, "no answer within 10s")
+
+        shim.agent.signal_process = hung  # type: ignore[method-assign]
+        await rpc_error(DEADLINE_EXCEEDED,
+                        shim.service.Kill(pb.KillRequest(id="c1", signal=15)), "no answer")
+        assert shim.sandbox.stops == 0
+        await shim.service.Kill(pb.KillRequest(id="c1", signal=9))
+        assert shim.sandbox.stops == 1
+        assert (await shim.wait("c1")).exit_status == 255
+
+    scenario(tmp_path, body)

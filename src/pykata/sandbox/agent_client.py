@@ -19,6 +19,8 @@ AGENT = "pykata.agent.v1.AgentService"
 HEALTH = "pykata.agent.v1.Health"
 READ_CHUNK = 1 << 20
 DEFAULT_CALL_TIMEOUT = 30.0
+# A signal is delivered at once (or by one `crun kill --all`): longer means the guest hangs.
+SIGNAL_TIMEOUT = 10.0
 # Linux's PID_MAX_LIMIT: a pid above it is not a pid.
 MAX_PID = 1 << 22
 # x86's NR_CPUS ceiling (CONFIG_MAXSMP): a guest reporting more CPUs is lying.
@@ -88,7 +90,7 @@ class AgentClient:
                              all: bool = False) -> None:
         """With `all`, every process of the container gets the signal."""
         req = pb.SignalProcessRequest(container_id=cid, exec_id=exec_id, signal=signal, all=all)
-        await self._unary("SignalProcess", req, pb.Empty)
+        await self._unary("SignalProcess", req, pb.Empty, SIGNAL_TIMEOUT)
 
     async def wait_process(self, cid: str, exec_id: str = "") -> int:
         req = pb.WaitProcessRequest(container_id=cid, exec_id=exec_id)

@@ -2,8 +2,9 @@
 
 One queue, one sender: an event is sent only after every earlier one was (create < start
 < exit < delete). containerd's `TTRPC_ADDRESS` serves `Events/Forward`; the connection is
-made on first use and again after a failure. An event that cannot be delivered is logged
-and dropped: a task's life must not hang on containerd's event service.
+made on first use and again after a failure, and an event that fails is sent again on a
+new connection (containerd may be restarting) for up to a minute; then it is logged and
+dropped: a task's life must not hang on containerd's event service.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_SERVICE = "containerd.services.events.ttrpc.v1.Events"
 _SEND_TIMEOUT = 5.0
+_RETRY_FOR = 60.0  # how long an event waits for containerd (a restart takes seconds)
 
 
 def envelope(namespace: str, topic: str, event: Message, now: float) -> bytes:
@@ -51,12 +53,28 @@ class Publisher:
         while True:
             topic, payload = await self._queue.get()
             try:
-                await self._send(payload)
-            except (OSError, ProtocolError, RpcError) as exc:
-                log.warning("event %s not delivered: %s", topic, exc)
-                await self._disconnect()
+                await self._deliver(topic, payload)
             finally:
                 self._queue.task_done()
+
+    async def _deliver(self, topic: str, payload: bytes) -> None:
+        """Sends one event, reconnecting and retrying while containerd is away (it may be
+        restarting: a connection from before is found dead only when used), within
+        `_RETRY_FOR` seconds; then it is dropped with a warning."""
+        deadline = time.monotonic() + _RETRY_FOR
+        delay = 0.05
+        while True:
+            try:
+                await self._send(payload)
+                return
+            except (OSError, ProtocolError, RpcError) as exc:
+                await self._disconnect()
+                if time.monotonic() + delay > deadline:
+                    log.warning("event %s not delivered: %s", topic, exc)
+                    return
+                log.debug("event %s: %s; retrying", topic, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def _send(self, payload: bytes) -> None:
         if self._client is None:

@@ -16,9 +16,12 @@ from google.protobuf import empty_pb2
 import pykata
 from pykata.domain import ids
 from pykata.domain.errors import (
+    DEADLINE_EXCEEDED,
     FAILED_PRECONDITION,
     NOT_FOUND,
     UNIMPLEMENTED,
+    ProtocolError,
+    PykataError,
     RpcError,
 )
 from pykata.domain.spec import Spec
@@ -181,8 +184,17 @@ class LifecycleVerbs(ServiceCore):
             raise RpcError("Kill", NOT_FOUND, f"{proc.name}: process already finished")
         if proc.status is CREATED and r.exec_id:
             raise RpcError("Kill", FAILED_PRECONDITION, f"{proc.name} is not started")
-        await self._agent("Kill").signal_process(r.id, r.exec_id, r.signal,
-                                                 all=r.all and not r.exec_id)
+        try:
+            await self._agent("Kill").signal_process(r.id, r.exec_id, r.signal,
+                                                     all=r.all and not r.exec_id)
+        except (RpcError, ProtocolError) as exc:
+            if r.signal != signal.SIGKILL or not _vm_unresponsive(exc):
+                raise
+            # A hung guest cannot deliver a SIGKILL; the VM's end does, for every task.
+            assert self.sandbox is not None
+            log.error("sandbox %s: the agent did not deliver SIGKILL to %s (%s): stopping "
+                      "the VM; every task exits with 255", self.sandbox.id, proc.name, exc)
+            await self.sandbox.stop()
         return empty_pb2.Empty()
 
     async def Wait(self, r: pb.WaitRequest) -> pb.WaitResponse:
@@ -202,3 +214,9 @@ class LifecycleVerbs(ServiceCore):
     async def Connect(self, r: pb.ConnectRequest) -> pb.ConnectResponse:
         return pb.ConnectResponse(shim_pid=os.getpid(), task_pid=self.vm_pid,
                                   version=f"pykata {pykata.__version__}")
+
+
+def _vm_unresponsive(exc: PykataError) -> bool:
+    """The agent did not answer in time, or its connection is gone."""
+    return isinstance(exc, ProtocolError) or (isinstance(exc, RpcError)
+                                               and exc.code == DEADLINE_EXCEEDED)
