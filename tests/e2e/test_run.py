@@ -119,9 +119,11 @@ def test_ten_sequential_runs_leave_nothing(pykata: Pykata) -> None:
 
 
 def test_ctrl_c_tears_everything_down(pykata: Pykata) -> None:
+    """Ctrl-C reaches the container (as with docker run), whose exit is pykata's."""
     env = {**os.environ, "PYKATA_CONF_FILE": str(pykata.config)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pykata.cli.main", "run", "--", "sh", "-c", "echo ready; sleep 600"],
+        [sys.executable, "-m", "pykata.cli.main", "run", "--", "sh", "-c",
+         'trap "exit 130" INT; echo ready; while :; do sleep 0.1; done'],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
         assert proc.stdout is not None

@@ -9,12 +9,12 @@ import pytest
 
 from pykata.agent import hotplug
 from pykata.agent.hotplug import (
-    SHRINK_SLACK_BYTES,
     find_offline,
     online_cpu_mem,
     plan_wanted,
     wanted_met,
 )
+from pykata.domain.contract import SHRINK_SLACK_BYTES
 
 MiB = 1 << 20
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
+from pykata.domain.contract import AGENT_PORT_NAME, AGENT_VSOCK_PORT, GUEST_SHARED_DIR
 from pykata.domain.errors import ConfigError
 
 CONFIG_PATH = "/etc/pykata/agent.json"
-AGENT_PORT_NAME = "agent.channel.0"
-VSOCK_PORT = 1024
 
 
 class AgentConfig(NamedTuple):
@@ -25,10 +24,10 @@ class AgentConfig(NamedTuple):
     # Bundles live in <state_dir>/containers/<id>/.
     state_dir: str = "/run/pykata"
     # A relative spec root.path is taken as <shared_root>/<container id>/<root.path>.
-    shared_root: str = "/run/pykata/shared"
+    shared_root: str = GUEST_SHARED_DIR
     modules: tuple[str, ...] = ()
     port_name: str = AGENT_PORT_NAME
-    vsock_port: int = VSOCK_PORT
+    vsock_port: int = AGENT_VSOCK_PORT
     # Where sysctls a container's spec names are written (the VM's own, for `net.*`).
     sysctl_root: str = "/proc/sys"
 
@@ -58,7 +57,7 @@ def parse_config(text: str, source: str = CONFIG_PATH) -> AgentConfig:
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
         raise ConfigError(source, "modules", modules, "must be a list of paths")
     values["modules"] = tuple(modules)
-    port = doc.get("vsock_port", VSOCK_PORT)
+    port = doc.get("vsock_port", AGENT_VSOCK_PORT)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 2**32:
         raise ConfigError(source, "vsock_port", port, "must be a port number")
     values["vsock_port"] = port

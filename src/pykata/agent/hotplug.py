@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from pykata.agent.console import log
 from pykata.agent.guest import parse_cpu_list, parse_mem_total
+from pykata.domain.contract import SHRINK_SLACK_BYTES
 
 _NETLINK_KOBJECT_UEVENT = 15
 _AUTO_ONLINE = "/sys/devices/system/memory/auto_online_blocks"
@@ -29,7 +30,6 @@ _CPU = re.compile(r"cpu[0-9]+\Z")
 _MEMORY = re.compile(r"memory[0-9]+\Z")
 # A shrink is met within this much of the target: the host's figure is an estimate from
 # the MemTotal it saw last, and the guest rounds what it hands back to whole pages.
-SHRINK_SLACK_BYTES = 4 << 20
 DEFAULT_TIMEOUT_MS = 10_000
 MAX_TIMEOUT_MS = 120_000
 POLL_INTERVAL = 0.02

@@ -5,6 +5,17 @@ Pure string building and parsing; no I/O.
 
 from __future__ import annotations
 
+# The agent's endpoints: the virtio-serial port's name, or the vsock port.
+AGENT_PORT_NAME = "agent.channel.0"
+AGENT_VSOCK_PORT = 1024
+# The host's shared directory: its virtiofs tag, and where the agent mounts it; a
+# container's files are below it, at <dir>/<container id>/.
+SHARED_TAG = "pykatafs"
+GUEST_SHARED_DIR = "/run/pykata/shared"
+# After a virtio-mem shrink the guest may keep this much more than asked (partly used
+# blocks); both sides accept it.
+SHRINK_SLACK_BYTES = 4 << 20
+
 # A container's namespace, named in a guest spec: `<prefix><container id>/<type>`. The
 # agent resolves it to the /proc/<pid>/ns file of that container's init when it creates a
 # container that joins it (CRI's POD mode: the pod's sandbox container's IPC, PID, UTS).

@@ -15,12 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pykata.domain.contract import NS_FILES, container_ns_path
+from pykata.domain.contract import GUEST_SHARED_DIR, NS_FILES, container_ns_path
 from pykata.domain.cpuset import CpuSet
 from pykata.domain.errors import CpuSetError, SpecError
 from pykata.plan.numa import NumaPlan, guest_mems
 from pykata.plan.pci import VFIO_DIR
-from pykata.plan.vm import GUEST_SHARED_DIR
 
 _GUEST_FS_TYPES = {"proc", "tmpfs", "devpts", "mqueue", "sysfs", "cgroup", "cgroup2"}
 _BIND_OPTIONS = {"bind", "rbind"}

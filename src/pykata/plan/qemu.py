@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from pykata.domain.contract import AGENT_PORT_NAME
 from pykata.domain.cpuset import CpuSet
 
 
@@ -197,7 +198,7 @@ class AgentSerialPort:
     """virtio-serial port `name` on a listening socket passed as `fd`."""
 
     fd: int
-    name: str = "agent.channel.0"
+    name: str = AGENT_PORT_NAME
     bus: str = "pci"
 
     def args(self) -> list[str]:

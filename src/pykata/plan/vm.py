@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pykata.domain.config import Config
+from pykata.domain.contract import SHARED_TAG
 from pykata.domain.errors import ConfigError, NumaError
 from pykata.domain.host import HostFacts
 from pykata.domain.limits import Limits
@@ -19,9 +20,7 @@ from pykata.plan.numa import NumaPlan, numa_options, plan_numa
 from pykata.plan.pci import Passthrough, expanders, plan_passthrough, vfio_bdfs
 from pykata.plan.sizing import HOTPLUG_BLOCK_MIB, SizingPlan, plan_sizing
 
-SHARED_TAG = "pykatafs"
 NO_LIMITS = Limits()
-GUEST_SHARED_DIR = "/run/pykata/shared"
 
 # Quiet, fast boot: no console chatter (serial output is slow under TCG), no PS/2 probing
 # (x86), panic powers off (-no-reboot) instead of hanging.

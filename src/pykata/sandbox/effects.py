@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from pykata.domain.contract import AGENT_VSOCK_PORT
 from pykata.domain.cpuset import CpuSet
 from pykata.domain.errors import SpecError
 from pykata.host import mounts
@@ -32,8 +33,6 @@ from pykata.sandbox.portforward import PortForwarder
 from pykata.transport.ttrpc_aio import TtrpcClient
 from pykata.vmm import vm as vmm
 from pykata.vmm.threads import vcpu_threads
-
-AGENT_VSOCK_PORT = 1024
 
 
 class Process(Protocol):

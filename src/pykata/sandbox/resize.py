@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pykata.domain.contract import SHRINK_SLACK_BYTES
 from pykata.domain.errors import HotplugError
 from pykata.domain.limits import Limits
 from pykata.plan.hotplug import MIB, plan_hotplug
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # How long the guest may take to see hot-plugged CPUs and memory (TCG onlines slowly).
 GUEST_WAIT = 30.0
-SHRINK_SLACK = 4 * MIB
+SHRINK_SLACK = SHRINK_SLACK_BYTES
 
 
 @dataclass
@@ -84,7 +85,7 @@ class Resizer:
 
 def _shortfall(cpus: int, mem: int, shrink: bool, got_cpus: int, got_mem: int) -> str:
     """What the guest does not see yet, "" when all is there. A shrink counts as done
-    within the agent's slack (SHRINK_SLACK_BYTES in pykata.agent.hotplug)."""
+    within the slack both sides accept (`pykata.domain.contract.SHRINK_SLACK_BYTES`)."""
     problems = []
     if got_cpus != cpus:
         problems.append(f"{got_cpus} CPUs online, not {cpus}")

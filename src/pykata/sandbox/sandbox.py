@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from pykata.domain import ids
 from pykata.domain.config import Config
+from pykata.domain.contract import GUEST_SHARED_DIR, SHARED_TAG
 from pykata.domain.errors import HostError, ProtocolError, PykataError, VmmError
 from pykata.domain.host import HostFacts
 from pykata.domain.limits import Limits
@@ -25,7 +26,7 @@ from pykata.plan.network import NetworkRequest
 from pykata.plan.pinning import check_cpusets, host_cpu_set
 from pykata.plan.sandbox import SandboxPlan, plan_sandbox
 from pykata.plan.sizing import ResizeTarget
-from pykata.plan.vm import GUEST_SHARED_DIR, NO_LIMITS, SHARED_TAG, VmPlan
+from pykata.plan.vm import NO_LIMITS, VmPlan
 from pykata.protocol.pb import agent_pb2 as pb
 from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.effects import Cgroups, Effects, Network, RealEffects, VmHandle
