@@ -102,6 +102,9 @@ class FakeAgent:
                 p.status = 128 + 9
                 p.done.set()
 
+    async def remove_process(self, cid: str, exec_id: str) -> None:
+        self._record("remove_process", cid, exec_id)
+
     async def signal_process(self, cid: str, exec_id: str, signal: int,
                              all: bool = False) -> None:
         self._record("signal_process", cid, exec_id, signal, all)

@@ -239,7 +239,8 @@ def test_signal_kills_with_128_plus_signal_while_a_read_long_polls(
     agent_run(scenario)
 
 
-def test_exec_a_second_process(agent_run: Callable[[Scenario], None], rootfs: str) -> None:
+def test_exec_a_second_process(agent_run: Callable[[Scenario], None], rootfs: str,
+                               tmp_path: Path) -> None:
     exec_process = {"args": ["sh", "-c", "read x; echo got-$x; exit 7"], "cwd": "/",
                     "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}
 
@@ -255,6 +256,19 @@ def test_exec_a_second_process(agent_run: Callable[[Scenario], None], rootfs: st
         assert await call.read_all("c3", "e1") == b"got-it\n"
         done = await call("WaitProcess", pb.WaitProcessRequest(container_id="c3", exec_id="e1"))
         assert done.status == 7
+        # A finished exec is forgotten on request: its stdio and files go, its id is free.
+        bundle = tmp_path / "state" / "containers" / "c3"
+        fds = len(os.listdir("/proc/self/fd"))
+        await call("RemoveProcess", pb.RemoveProcessRequest(container_id="c3", exec_id="e1"))
+        assert len(os.listdir("/proc/self/fd")) < fds
+        assert not [p for p in os.listdir(bundle) if p.startswith("exec-e1")]
+        code, msg = await failure(call("RemoveProcess", pb.RemoveProcessRequest(
+            container_id="c3", exec_id="e1")))
+        assert code == "NOT_FOUND" and "'e1'" in msg, msg
+        await call("ExecProcess", req)  # the id can be used again
+        code, msg = await failure(call("RemoveProcess", pb.RemoveProcessRequest(
+            container_id="c3", exec_id="e1")))
+        assert code == "FAILED_PRECONDITION" and "running" in msg, msg
         init = asyncio.ensure_future(call("WaitProcess", pb.WaitProcessRequest(
             container_id="c3")))
         await call("RemoveContainer", pb.RemoveContainerRequest(container_id="c3"))

@@ -193,6 +193,7 @@ def test_exec_lifecycle(tmp_path: Path) -> None:
         assert (await shim.wait("c1", "e1")).exit_status == 2
         assert (tmp_path / "e1.log").read_bytes() == b"bin\netc\n"
         assert (await shim.delete("c1", "e1")).exit_status == 2
+        assert shim.agent.called("remove_process") == [("c1", "e1")]  # the guest forgets it
         await rpc_error(NOT_FOUND, shim.state("c1", "e1"))
         await shim.exec("c1", "e1")  # the id is free again
         await shim.start("c1", "e1")
@@ -234,4 +235,19 @@ def test_sigkill_a_hung_guest_cannot_deliver_stops_the_vm(tmp_path: Path) -> Non
         assert shim.sandbox.stops == 1
         assert (await shim.wait("c1")).exit_status == 255
 
+    scenario(tmp_path, body)
+
+
+def test_deleting_an_exec_that_never_started_ends_its_wait(tmp_path: Path) -> None:
+    """containerd sends Wait before Start; when Start never comes (or fails), Delete must end
+    that Wait, or it stays pending in the shim for the task's life."""
+    async def body(shim: Shim) -> None:
+        await shim.create("c1")
+        await shim.start("c1")
+        await shim.exec("c1", "e1")
+        waiting = asyncio.ensure_future(shim.wait("c1", "e1"))
+        await asyncio.sleep(0)
+        assert (await shim.delete("c1", "e1")).exit_status == 128 + 9
+        assert (await asyncio.wait_for(waiting, 1)).exit_status == 128 + 9
+        assert shim.agent.called("remove_process") == []  # the guest never had it
     scenario(tmp_path, body)

@@ -11,6 +11,7 @@ handler table maps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -153,6 +154,21 @@ class Containers:
             c.execs.pop(exec_id, None)
             raise
         c.execs[exec_id] = Process(exec_id, pid, stdio, self._reaper.watch(pid))
+
+    def remove_process(self, cid: str, exec_id: str) -> None:
+        """Forgets an exec that has exited: its stdio and its files. Execs are kept until
+        then (their output drained, their status waited for); without this, each would
+        hold three fds for the container's life."""
+        c = self.registry.get(cid)
+        check_id("exec_id", exec_id)
+        proc = c.process(exec_id)
+        if not proc.exit.done():
+            raise StateError(_describe(c, exec_id), "running", "exited")
+        proc.stdio.close()
+        del c.execs[exec_id]
+        for suffix in ("json", "pid"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(c.bundle, f"exec-{exec_id}.{suffix}"))
 
     async def _launch(self, run: Launch, terminal: bool) -> tuple[int, ProcessStdio]:
         """Runs create or exec with three pipes, or with a pty whose master the runtime

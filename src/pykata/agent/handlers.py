@@ -124,6 +124,10 @@ class AgentHandlers:
         await self.containers.exec(r.container_id, r.exec_id, r.process_json)
         return pb.Empty()
 
+    async def RemoveProcess(self, r: pb.RemoveProcessRequest) -> pb.Empty:
+        self.containers.remove_process(r.container_id, r.exec_id)
+        return pb.Empty()
+
     async def SignalProcess(self, r: pb.SignalProcessRequest) -> pb.Empty:
         await self.containers.signal(r.container_id, r.exec_id, r.signal, r.all)
         return pb.Empty()

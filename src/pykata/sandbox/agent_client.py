@@ -86,6 +86,10 @@ class AgentClient:
         req = pb.ExecProcessRequest(container_id=cid, exec_id=exec_id, process_json=process_json)
         await self._unary("ExecProcess", req, pb.Empty, self.create_timeout)
 
+    async def remove_process(self, cid: str, exec_id: str) -> None:
+        req = pb.RemoveProcessRequest(container_id=cid, exec_id=exec_id)
+        await self._unary("RemoveProcess", req, pb.Empty)
+
     async def signal_process(self, cid: str, exec_id: str, signal: int,
                              all: bool = False) -> None:
         """With `all`, every process of the container gets the signal."""

@@ -151,6 +151,10 @@ class LifecycleVerbs(ServiceCore):
         if r.exec_id:
             proc.require("Delete", CREATED, STOPPED)
             await self._forget(proc)
+            if proc.status is STOPPED:  # it ran in the guest: the agent forgets it too
+                await self._remove_exec(r.id, r.exec_id)
+            else:  # never started: a Wait containerd sent before Start must end
+                proc.record_exit(128 + signal.SIGKILL)
             del task.execs[r.exec_id]
             return self._delete_response(proc)
         proc.require("Delete", CREATED, STOPPED)
@@ -177,6 +181,17 @@ class LifecycleVerbs(ServiceCore):
         event.exited_at.FromNanoseconds(proc.exited_at_ns)
         self.events.publish("/tasks/delete", event)
         return self._delete_response(proc)
+
+    async def _remove_exec(self, task_id: str, exec_id: str) -> None:
+        """The agent drops the exec's stdio and files; a VM that is gone took them along."""
+        sandbox = self.sandbox
+        if sandbox is None or sandbox.state is not SandboxState.RUNNING:
+            return
+        try:
+            await sandbox.agent.remove_process(task_id, exec_id)
+        except PykataError as exc:
+            log.warning("exec %r of task %r: removing it in the guest: %s", exec_id, task_id,
+                        exc)
 
     async def Kill(self, r: pb.KillRequest) -> empty_pb2.Empty:
         proc = self.tasks.get("Kill", r.id).process("Kill", r.exec_id)

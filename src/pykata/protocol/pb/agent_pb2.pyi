@@ -375,6 +375,14 @@ class RemoveContainerRequest(_message.Message):
     timeout: int
     def __init__(self, container_id: _Optional[str] = ..., timeout: _Optional[int] = ...) -> None: ...
 
+class RemoveProcessRequest(_message.Message):
+    __slots__ = ["container_id", "exec_id"]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    EXEC_ID_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    exec_id: str
+    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ...) -> None: ...
+
 class ResumeContainerRequest(_message.Message):
     __slots__ = ["container_id"]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
