@@ -15,7 +15,7 @@ from pykata.plan.pod import plan_pod, quantity
 
 KEYS = ["vcpus", "max_vcpus", "memory_mib", "max_memory_mib", "static", "memory_hotplug",
         "cpu_hotplug", "qemu_argv", "warnings", "reasons", "numa", "devices", "network",
-        "cgroup", "port_forward"]
+        "cgroup", "cgroups", "port_forward"]
 POD = """\
 apiVersion: v1
 kind: Pod

@@ -18,7 +18,7 @@ from pykata.domain import ids
 from pykata.domain.config import Config
 from pykata.domain.host import HostFacts
 from pykata.domain.limits import Limits
-from pykata.plan.cgroups import sandbox_cgroup_path
+from pykata.plan.cgroups import CgroupLayout, CgroupPlan, plan_cgroups, sandbox_cgroup_path
 from pykata.plan.network import (
     HostLink,
     HostRoute,
@@ -56,6 +56,7 @@ class SandboxRequest:
     network: NetworkRequest | None = None
     netns: NetnsFacts | None = None  # read from `network.netns`
     port_forward: bool = False       # a CRI pod: answer dials to localhost in its namespace
+    cgroup_layout: CgroupLayout | None = None  # the host's hierarchies (None: no cgroups)
     guest_cid: int = 3
     warnings: tuple[str, ...] = ()   # from reading the request (config, annotations, spec)
 
@@ -69,6 +70,7 @@ class SandboxPlan:
     network: NetworkPlan | None      # None: the VM gets no network device
     cgroup: str                      # the sandbox cgroup's path
     cgroups_path: str | None
+    cgroups: CgroupPlan | None       # the host cgroups it gets (None: the host has none)
     port_forward: bool
     workload: Limits
     warnings: tuple[str, ...]
@@ -101,6 +103,7 @@ class SandboxPlan:
             "devices": [d.to_json() for d in vm.passthrough],
             "network": _network_json(self.network),
             "cgroup": self.cgroup,
+            "cgroups": _cgroups_json(self.cgroups),
             "port_forward": self.port_forward,
         }
 
@@ -118,6 +121,13 @@ def _network_json(plan: NetworkPlan | None) -> dict[str, Any] | None:
             "skipped": list(plan.skipped)}
 
 
+def _cgroups_json(plan: CgroupPlan | None) -> dict[str, Any] | None:
+    if plan is None:
+        return None
+    return {"version": plan.version, "sandbox": plan.sandbox, "overhead": plan.overhead,
+            "vcpus": plan.vcpus}
+
+
 def plan_sandbox(req: SandboxRequest) -> SandboxPlan:
     cfg = req.config
     ids.check_id("sandbox id", req.sandbox_id)  # it becomes a path
@@ -129,7 +139,11 @@ def plan_sandbox(req: SandboxRequest) -> SandboxPlan:
     network = None
     if req.network is not None and req.netns is not None:
         network = plan_network(req.network.netns, req.netns.links, req.netns.routes)
-    warnings = [*req.warnings, *vm.sizing.warnings, *(vm.numa.warnings if vm.numa else ())]
+    warnings = [*req.warnings, *vm.sizing.warnings, *(vm.numa.warnings if vm.numa else ()),
+                *([] if req.cgroup_layout else ["no cgroup hierarchy mounted: no host cgroups"])]
+    cgroups = (plan_cgroups(req.cgroup_layout, req.cgroups_path, req.sandbox_id,
+                            cfg.runtime.sandbox_cgroup_only)
+               if req.cgroup_layout is not None else None)
     return SandboxPlan(req.sandbox_id, state_dir, vm, req.network, network, cgroup,
-                       req.cgroups_path, req.port_forward and network is not None,
+                       req.cgroups_path, cgroups, req.port_forward and network is not None,
                        req.workload, tuple(warnings), cfg, req.facts)

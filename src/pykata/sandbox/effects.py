@@ -146,8 +146,7 @@ class RealEffects:
         check_vfio_ready(tuple(bdfs))
 
     def cgroups(self, plan: SandboxPlan, record: str) -> Cgroups:
-        return SandboxCgroups.for_sandbox(plan.id, plan.cgroups_path,
-                                          plan.config.runtime.sandbox_cgroup_only, record)
+        return SandboxCgroups(plan.cgroups, record)
 
     async def attach_network(self, stack: contextlib.AsyncExitStack, plan: NetworkPlan,
                              state_dir: str) -> Network:

@@ -19,6 +19,7 @@ from pykata.domain.config import Config
 from pykata.domain.host import HostFacts
 from pykata.domain.limits import Limits
 from pykata.host import netns
+from pykata.host.cgroups import read_layout
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts, read_sysfs_sizes
 from pykata.host.qemu_caps import qemu_devices
@@ -97,7 +98,7 @@ def build_request(doc: Mapping[str, Any], *, cfg: Config | None = None,
         resizable=resizable, vfio_groups=vfio_groups(doc, source),
         cgroups_path=spec_cgroups_path(doc, source), network=network,
         netns=read_netns(network), port_forward=pod,
-        guest_cid=random_guest_cid(), warnings=tuple(warnings))
+        guest_cid=random_guest_cid(), warnings=tuple(warnings), cgroup_layout=read_layout())
 
 
 def request_from_parts(cfg: Config, facts: HostFacts, sandbox_id: str | None = None, *,
@@ -106,6 +107,8 @@ def request_from_parts(cfg: Config, facts: HostFacts, sandbox_id: str | None = N
                        cgroups_path: str | None = None, network: NetworkRequest | None = None,
                        port_forward: bool = False) -> SandboxRequest:
     """A request from its parts, for a sandbox without a spec (tests, benchmarks, checks)."""
-    return SandboxRequest(sandbox_id or uuid.uuid4().hex, cfg, facts, devices, workload,
-                          resizable, vfio_groups, cgroups_path, network, read_netns(network),
-                          port_forward, random_guest_cid(), tuple(cfg.warnings))
+    return SandboxRequest(
+        sandbox_id or uuid.uuid4().hex, cfg, facts, devices=devices, workload=workload,
+        resizable=resizable, vfio_groups=vfio_groups, cgroups_path=cgroups_path,
+        network=network, netns=read_netns(network), port_forward=port_forward,
+        cgroup_layout=read_layout(), guest_cid=random_guest_cid(), warnings=tuple(cfg.warnings))
