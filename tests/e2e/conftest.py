@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import netns_support
 import pytest
 from e2e_support import IMAGE_DIR, Pykata, leftovers, missing_reason
 
@@ -35,3 +36,14 @@ def busybox_rootfs(pykata: Pykata, tmp_path: Path) -> Path:
     dest = tmp_path / "rootfs"
     shutil.copytree(pykata.image_dir / "rootfs" / "busybox", dest, symlinks=True)
     return dest
+
+
+@pytest.fixture
+def pod_net() -> Iterator[netns_support.PodNet]:
+    """A pod network namespace with a veth to a peer namespace, removed afterwards."""
+    reason = netns_support.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    pod = netns_support.make_pod_net()
+    yield pod
+    pod.remove()

@@ -760,3 +760,18 @@ class CriHarness:
 
 def _run(*argv: str) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30).stdout
+
+
+def module_harness(what: str) -> Iterator[CriHarness]:
+    """A module's CRI harness (skipped with the reason where it cannot run); after the
+    module, nothing it made may be left."""
+    import pytest
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    harness = CriHarness().start()
+    yield harness
+    left = harness.stop()
+    assert not left, f"{what} left things behind: {left}"
+    assert not harness.base.exists() and not harness.netns_path.exists()

@@ -16,7 +16,13 @@ import containerd_support
 import grpc
 import pytest
 from cri_api import api_pb2 as cri
-from cri_support import CriError, CriHarness, Pod, missing_reason, pykata_missing_reason
+from cri_support import (
+    CriError,
+    CriHarness,
+    Pod,
+    module_harness,
+    pykata_missing_reason,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -31,13 +37,7 @@ SYSCTLS = {"net.ipv4.ip_local_port_range": "20000 30000", "kernel.shm_rmid_force
 
 @pytest.fixture(scope="module")
 def harness() -> Iterator[CriHarness]:
-    reason = missing_reason()
-    if reason:
-        pytest.skip(reason)
-    h = CriHarness().start()
-    yield h
-    left = h.stop()
-    assert not left, f"the CRI tests left things behind: {left}"
+    yield from module_harness("the CRI tests")
 
 
 @pytest.fixture(params=HANDLERS)

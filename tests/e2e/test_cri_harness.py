@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from cri_api import api_pb2 as cri
-from cri_support import TOOLS_REF, CriHarness, PortForwardStream, missing_reason
+from cri_support import TOOLS_REF, CriHarness, PortForwardStream, missing_reason, module_harness
 from oci_image import PAUSE_REF
 
 pytestmark = pytest.mark.e2e
@@ -27,14 +27,7 @@ ECHO_SERVER = ["nc", "-ll", "-p", str(PORT), "127.0.0.1", "-e",
 
 @pytest.fixture(scope="module")
 def harness() -> Iterator[CriHarness]:
-    reason = missing_reason()
-    if reason:
-        pytest.skip(reason)
-    h = CriHarness().start()
-    yield h
-    left = h.stop()
-    assert not left, f"the CRI harness tests left things behind: {left}"
-    assert not h.base.exists() and not h.netns_path.exists()
+    yield from module_harness("the CRI harness tests")
 
 
 @pytest.fixture(autouse=True)

@@ -11,27 +11,15 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import netns_support
 import pytest
 from e2e_support import Pykata, leftovers
-from netns_support import PodNet, make_pod_net
+from netns_support import PodNet
 
 from pykata.domain.spec import default_spec
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def net() -> Iterator[PodNet]:
-    reason = netns_support.missing_reason()
-    if reason:
-        pytest.skip(reason)
-    pod = make_pod_net()
-    yield pod
-    pod.remove()
 
 
 def _normalized(argv: list[str], sandbox_id: str) -> list[str]:
@@ -57,17 +45,17 @@ def _qemu_cmdline(state_dir: Path, timeout: float = 60) -> tuple[str, list[str]]
     raise AssertionError("no QEMU started")
 
 
-def test_plan_argv_is_the_launched_argv(pykata: Pykata, net: PodNet, tmp_path: Path) -> None:
+def test_plan_argv_is_the_launched_argv(pykata: Pykata, pod_net: PodNet, tmp_path: Path) -> None:
     spec = default_spec(["sleep", "1000"], root_path=str(pykata.image_dir / "rootfs/busybox"))
     spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"]
                                    if n["type"] != "network"]
-    spec["linux"]["namespaces"].append({"type": "network", "path": net.pod_path})
+    spec["linux"]["namespaces"].append({"type": "network", "path": pod_net.pod_path})
     (tmp_path / "config.json").write_text(json.dumps(spec))
     r = pykata.run("plan", "--run", "--json", "--bundle", str(tmp_path))
     assert r.returncode == 0, r.stderr.decode()
     plan = json.loads(r.stdout)
     assert [n["link"] for n in plan["network"]["nics"]] == ["eth0"]
-    assert plan["network"]["nics"][0]["mac"] == net.mac
+    assert plan["network"]["nics"][0]["mac"] == pod_net.mac
     dry = pykata.run("run", "--dry-run", "--bundle", str(tmp_path))
     assert dry.returncode == 0, dry.stderr.decode()
     dry_argv = json.loads(dry.stdout)["qemu_argv"]

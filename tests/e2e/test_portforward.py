@@ -9,13 +9,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import netns_support
 import pytest
 from e2e_support import Pykata
-from netns_support import PodNet, make_pod_net
+from netns_support import PodNet
 
 from pykata.domain.spec import default_spec, parse_spec
 from pykata.host.config_files import load_config
@@ -32,19 +30,9 @@ SERVERS = ("nc -ll -p 8080 -e tr a-z A-Z & nc -ll -p 9090 -e wc -c & "
            "httpd -f -p 127.0.0.1:8000 -h /etc & wait")
 
 
-@pytest.fixture
-def net() -> Iterator[PodNet]:
-    reason = netns_support.missing_reason()
-    if reason:
-        pytest.skip(reason)
-    pod = make_pod_net()
-    yield pod
-    pod.remove()
-
-
-def _dial(net: PodNet, port: int) -> socket.socket:
+def _dial(pod_net: PodNet, port: int) -> socket.socket:
     """As containerd does: a connection made inside the pod's namespace on the host."""
-    return in_netns(net.pod_path, lambda: socket.create_connection(("127.0.0.1", port), 10))
+    return in_netns(pod_net.pod_path, lambda: socket.create_connection(("127.0.0.1", port), 10))
 
 
 def _exchange(sock: socket.socket, data: bytes) -> bytes:
@@ -58,14 +46,14 @@ def _exchange(sock: socket.socket, data: bytes) -> bytes:
     return out
 
 
-async def _serve_and_dial(pykata: Pykata, net: PodNet, tmp_path: Path) -> None:
+async def _serve_and_dial(pykata: Pykata, pod_net: PodNet, tmp_path: Path) -> None:
     cfg = load_config(str(pykata.config))
-    sandbox = Sandbox.from_parts(cfg, read_host_facts(), network=NetworkRequest(net.pod_path),
+    sandbox = Sandbox.from_parts(cfg, read_host_facts(), network=NetworkRequest(pod_net.pod_path),
                       port_forward=True)
     spec = default_spec(["sh", "-c", SERVERS])
     spec["linux"]["namespaces"] = [ns for ns in spec["linux"]["namespaces"]
                                    if ns["type"] != "network"]
-    spec["linux"]["namespaces"].append({"type": "network", "path": net.pod_path})
+    spec["linux"]["namespaces"].append({"type": "network", "path": pod_net.pod_path})
     try:
         await sandbox.start()
         await sandbox.create_container("c1", parse_spec(spec, "test"),
@@ -74,27 +62,27 @@ async def _serve_and_dial(pykata: Pykata, net: PodNet, tmp_path: Path) -> None:
         await asyncio.sleep(1)  # the servers listen
         big = bytes(range(97, 123)) * 40000  # 1 MB of a-z
         upper, count, second = await asyncio.gather(
-            asyncio.to_thread(lambda: _exchange(_dial(net, 8080), big)),
-            asyncio.to_thread(lambda: _exchange(_dial(net, 9090), big)),
-            asyncio.to_thread(lambda: _exchange(_dial(net, 8080), b"hello\n")))
+            asyncio.to_thread(lambda: _exchange(_dial(pod_net, 8080), big)),
+            asyncio.to_thread(lambda: _exchange(_dial(pod_net, 9090), big)),
+            asyncio.to_thread(lambda: _exchange(_dial(pod_net, 8080), b"hello\n")))
         assert upper == big.upper()
         assert count.strip() == str(len(big)).encode()
         assert second == b"HELLO\n"
         page = await asyncio.to_thread(
-            lambda: _exchange(_dial(net, 8000), b"GET /passwd HTTP/1.0\r\n\r\n"))
+            lambda: _exchange(_dial(pod_net, 8000), b"GET /passwd HTTP/1.0\r\n\r\n"))
         assert page.startswith(b"HTTP/1.1 200 OK") and b"root:x:0:0" in page, page
         # A port nothing listens on: the connection is accepted, then closed at once.
-        assert await asyncio.to_thread(lambda: _exchange(_dial(net, 7070), b"x")) == b""
+        assert await asyncio.to_thread(lambda: _exchange(_dial(pod_net, 7070), b"x")) == b""
     finally:
         await sandbox.stop()
 
 
-def test_localhost_in_the_pods_namespace_reaches_the_guest(pykata: Pykata, net: PodNet,
+def test_localhost_in_the_pods_namespace_reaches_the_guest(pykata: Pykata, pod_net: PodNet,
                                                            tmp_path: Path) -> None:
-    asyncio.run(_serve_and_dial(pykata, net, tmp_path))
-    rules = subprocess.run(net.in_pod("nft", "list", "ruleset"), capture_output=True,
+    asyncio.run(_serve_and_dial(pykata, pod_net, tmp_path))
+    rules = subprocess.run(pod_net.in_pod("nft", "list", "ruleset"), capture_output=True,
                            text=True, timeout=30, check=True).stdout
     assert "pykata" not in rules, rules
-    listening = subprocess.run(net.in_pod("ss", "-ltn"), capture_output=True, text=True,
+    listening = subprocess.run(pod_net.in_pod("ss", "-ltn"), capture_output=True, text=True,
                                timeout=30).stdout
     assert "127.0.0.1" not in listening, listening
