@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from pykata.domain import ids
 from pykata.domain.config import Config
 from pykata.domain.contract import GUEST_SHARED_DIR, SHARED_TAG
-from pykata.domain.errors import HostError, ProtocolError, PykataError, VmmError
+from pykata.domain.errors import (
+    DuplicateId,
+    HostError,
+    ProtocolError,
+    UnknownId,
+    VmmError,
+)
 from pykata.domain.host import HostFacts
 from pykata.domain.limits import Limits
 from pykata.domain.spec import Spec
@@ -249,7 +255,7 @@ class Sandbox:
         require("create container", self.state, SandboxState.RUNNING)
         ids.check_id("container id", cid)  # it becomes a path below the shared dir
         if cid in self.containers:
-            raise PykataError(f"container {cid!r} already exists in sandbox {self.id}")
+            raise DuplicateId("container", cid, f"sandbox {self.id}")
         guest = plan_guest_spec(spec.doc, cid, self.plan.numa,
                                 vm_netns=self.network is not None, pod=self._pod(cid))
         container = self.containers[cid] = Container(cid)
@@ -292,7 +298,7 @@ class Sandbox:
         if container is None and self.state is not SandboxState.RUNNING:
             return  # stopping the sandbox removed it
         if container is None:
-            raise PykataError(f"no container {cid!r} in sandbox {self.id}")
+            raise UnknownId("container", cid, f"sandbox {self.id}")
         try:
             if self.state is SandboxState.RUNNING:
                 await self.agent.remove_container(cid)

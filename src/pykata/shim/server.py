@@ -24,9 +24,11 @@ from pykata.domain.errors import (
     UNAVAILABLE,
     UNKNOWN,
     AnnotationError,
+    BadValue,
     CgroupError,
     ConfigError,
     CpuSetError,
+    DuplicateId,
     HostError,
     HotplugError,
     IdError,
@@ -40,6 +42,7 @@ from pykata.domain.errors import (
     StateError,
     StdioError,
     TopologyError,
+    UnknownId,
     VmmError,
 )
 from pykata.protocol.pb import shim_pb2
@@ -61,6 +64,9 @@ TASK_SERVICE = "containerd.task.v2.Task"
 # (Unavailable, Internal). First match wins: subclasses before their bases.
 _CODES: tuple[tuple[type[Exception], int], ...] = (
     (IdError, INVALID_ARGUMENT),
+    (BadValue, INVALID_ARGUMENT),
+    (UnknownId, NOT_FOUND),
+    (DuplicateId, ALREADY_EXISTS),
     (SpecError, INVALID_ARGUMENT),
     (ConfigError, INVALID_ARGUMENT),
     (AnnotationError, INVALID_ARGUMENT),
