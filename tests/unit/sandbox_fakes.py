@@ -144,9 +144,9 @@ class FakeEffects:
         self.step("state dir")
         os.makedirs(state_dir)
 
-    def remove_state_dir(self, state_dir: str) -> None:
-        self.log.append(f"-dir {os.path.basename(state_dir)}")
-        shutil.rmtree(state_dir, ignore_errors=True)
+    def remove_dir(self, path: str) -> None:
+        self.log.append(f"-dir {os.path.basename(path)}")
+        shutil.rmtree(path, ignore_errors=True)
 
     def share_dir(self, path: str) -> None:
         self.step("share dir")

@@ -87,7 +87,7 @@ class Network(Protocol):
 class Effects(Protocol):
     def make_state_dir(self, state_dir: str) -> None: ...
 
-    def remove_state_dir(self, state_dir: str) -> None: ...
+    def remove_dir(self, path: str) -> None: ...
 
     def share_dir(self, path: str) -> None: ...
 
@@ -121,8 +121,8 @@ class RealEffects:
         os.mkdir(state_dir, 0o700)
         record_owner(state_dir)  # at once: a sweep takes a dir without one for dead
 
-    def remove_state_dir(self, state_dir: str) -> None:
-        shutil.rmtree(state_dir, ignore_errors=True)
+    def remove_dir(self, path: str) -> None:
+        shutil.rmtree(path, ignore_errors=True)
 
     def share_dir(self, path: str) -> None:
         os.mkdir(path, 0o700)

@@ -136,7 +136,7 @@ class Sandbox:
     async def _prepare_host(self) -> Network | None:
         """The state directory, the shared directory, the host cgroups and the pod's taps."""
         self._fx.make_state_dir(self.state_dir)
-        self._stack.callback(self._fx.remove_state_dir, self.state_dir)
+        self._stack.callback(self._fx.remove_dir, self.state_dir)
         self._record_plan()
         self._fx.share_dir(self.shared_dir)
         self._stack.callback(self._fx.unmount, self.shared_dir)
@@ -287,7 +287,7 @@ class Sandbox:
         for target in reversed(c.mounts):
             self._fx.unmount(target)
         c.mounts.clear()
-        self._fx.remove_state_dir(os.path.join(self.shared_dir, c.id))
+        self._fx.remove_dir(os.path.join(self.shared_dir, c.id))
         self.containers.pop(c.id, None)
 
     async def remove_container(self, cid: str) -> None:
