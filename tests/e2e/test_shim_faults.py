@@ -2,7 +2,8 @@
 
 One fault per test, injected by pid (never by name): QEMU or virtiofsd SIGKILLed, the shim
 SIGKILLed with containerd up or down, a guest kernel panic, a guest OOM, containerd
-restarted under a running task, a frozen guest. Each checks the exit status containerd
+restarted under a running task, a frozen guest, a container over its memory limit
+(/tasks/oom). Each checks the exit status containerd
 learns (from `ctr events`, the shim's State), that `ctr task delete` and `ctr container
 delete` work, and that nothing is left afterwards: no task or container, no process naming
 the test's dirs (shim, QEMU, virtiofsd), no mount under them, no sandbox dir in pykata's
@@ -414,6 +415,20 @@ def test_guest_oom_of_the_task_itself(fenv: FaultEnv) -> None:
         console = (fenv.sandbox_dir("fo2") / "console.log").read_text(errors="replace")
         assert "Out of memory" in console or "oom-kill" in console, console[-3000:]
         assert "exit code 137" in delete_task(fenv, "fo2")
+
+
+def test_container_oom_is_published(fenv: FaultEnv) -> None:
+    """A container over its own memory limit is OOM-killed in its guest cgroup: 137, and
+    containerd hears /tasks/oom first (from which CRI reports the reason OOMKilled)."""
+    with removed_after(fenv, "fm1"), Events(fenv) as events:
+        fenv.start_task("fm1", "dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1",
+                        flags=("--memory-limit", str(64 << 20)))
+        assert events.wait_exit("fm1", timeout=60) == 128 + 9
+        fenv.wait_status("fm1", "STOPPED")
+        topics = [topic for topic, e in events.all()
+                  if topic in ("/tasks/oom", "/tasks/exit") and e.get("container_id") == "fm1"]
+        assert topics == ["/tasks/oom", "/tasks/exit"], events.text()
+        assert "exit code 137" in delete_task(fenv, "fm1")
 
 
 def test_containerd_restarts(fenv: FaultEnv) -> None:

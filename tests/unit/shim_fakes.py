@@ -41,6 +41,7 @@ class FakeProcess:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     status: int = 0
+    oom_killed: bool = False
     waits_answered: int = 0
 
 
@@ -112,11 +113,14 @@ class FakeAgent:
             self.finish(cid, exec_id, 128 + signal)
 
     async def wait_process(self, cid: str, exec_id: str = "") -> int:
+        return (await self.wait_exit(cid, exec_id))[0]
+
+    async def wait_exit(self, cid: str, exec_id: str = "") -> tuple[int, bool]:
         p = self.proc(cid, exec_id)
         await p.done.wait()
         self._check("WaitProcess")
         p.waits_answered += 1
-        return p.status
+        return p.status, p.oom_killed
 
     async def _read(self, cid: str, exec_id: str, chunks: Callable[[FakeProcess], list[bytes]]
                     ) -> bytes:

@@ -204,3 +204,17 @@ def test_parse_pids(text: str, pids: list[int]) -> None:
 def test_parse_pids_refuses(text: str) -> None:
     with pytest.raises(OSError, match="not a list of pids"):
         parse_pids(text)
+
+
+@pytest.mark.parametrize(("text", "kills"), [
+    ("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n", 1),
+    ("low 0\noom 0\noom_kill 0\n", 0),
+    ("oom_kill x\n", 0),
+    (None, 0),
+])
+def test_oom_kills_from_memory_events(tmp_path: Path, text: str | None, kills: int) -> None:
+    from pykata.agent.cgroups import oom_kills
+
+    if text is not None:
+        (tmp_path / "memory.events").write_text(text)
+    assert oom_kills(str(tmp_path)) == kills

@@ -251,3 +251,17 @@ def test_deleting_an_exec_that_never_started_ends_its_wait(tmp_path: Path) -> No
         assert (await asyncio.wait_for(waiting, 1)).exit_status == 128 + 9
         assert shim.agent.called("remove_process") == []  # the guest never had it
     scenario(tmp_path, body)
+
+
+def test_an_oom_kill_is_published_before_the_exit(tmp_path: Path) -> None:
+    """The guest's OOM killer struck the container: /tasks/oom, then /tasks/exit (CRI then
+    reports the reason OOMKilled)."""
+    async def body(shim: Shim) -> None:
+        await shim.create("c1")
+        await shim.start("c1")
+        shim.agent.proc("c1").oom_killed = True
+        shim.agent.finish("c1", status=137)
+        assert (await shim.wait("c1")).exit_status == 137
+        assert shim.events.topics[-2:] == ["/tasks/oom", "/tasks/exit"]
+        assert shim.events.last("/tasks/oom").container_id == "c1"
+    scenario(tmp_path, body)

@@ -107,6 +107,20 @@ def cgroup2_mount(mountinfo: str) -> str | None:
     return None
 
 
+def oom_kills(cgroup: str) -> int:
+    """memory.events' oom_kill count (0 when the file or the key is missing)."""
+    try:
+        with open(os.path.join(cgroup, "memory.events")) as f:
+            text = f.read()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
 def find_cgroup(pid: int, what: str) -> str:
     """The cgroup v2 directory of a live `pid`; NoCgroup2 naming `what` without one."""
     with open(f"/proc/{pid}/cgroup") as f:

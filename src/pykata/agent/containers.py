@@ -104,6 +104,7 @@ class Containers:
             self._forget(c)
             raise
         c.init = Process("", pid, stdio, self._reaper.watch(pid))
+        c.cgroup = _cgroup_of(pid)
         c.advance(Event.CREATED)
         c.init.exit.add_done_callback(lambda _: self._init_exited(c))
         log(f"container {c.id} created, init pid {pid}")
@@ -287,6 +288,14 @@ class Containers:
         proc = self.registry.get(cid).process(exec_id)
         return await asyncio.shield(proc.exit)
 
+    def oom_killed(self, cid: str) -> bool:
+        """Whether the OOM killer has killed a process of the container (cgroup v2's
+        memory.events; False where the container has no v2 cgroup)."""
+        from pykata.agent.cgroups import oom_kills
+
+        c = self.registry.get(cid)
+        return c.cgroup is not None and oom_kills(c.cgroup) > 0
+
     async def read(self, cid: str, exec_id: str, stream: str, size: int) -> bytes:
         if size <= 0:
             raise BadValue("len", size, "must be at least 1")
@@ -352,6 +361,17 @@ class Containers:
             except Exception as exc:
                 failures.append(f"container {c.id}: {exc}")
         return failures
+
+
+def _cgroup_of(pid: int) -> str | None:
+    """The container's cgroup v2 directory, looked up while its init lives (the OOM count
+    is read after it exited); None on a v1 or hybrid host."""
+    from pykata.agent import cgroups
+
+    try:
+        return cgroups.find_cgroup(pid, f"pid {pid}")
+    except (OSError, StateError):
+        return None
 
 
 async def _quietly(call: Awaitable[None], what: str) -> None:

@@ -133,8 +133,9 @@ class AgentHandlers:
         return pb.Empty()
 
     async def WaitProcess(self, r: pb.WaitProcessRequest) -> pb.WaitProcessResponse:
-        return pb.WaitProcessResponse(status=await self.containers.wait(r.container_id,
-                                                                        r.exec_id))
+        status = await self.containers.wait(r.container_id, r.exec_id)
+        oom = not r.exec_id and self.containers.oom_killed(r.container_id)
+        return pb.WaitProcessResponse(status=status, oom_killed=oom)
 
     async def ReadStdout(self, r: pb.ReadStreamRequest) -> pb.ReadStreamResponse:
         data = await self.containers.read(r.container_id, r.exec_id, "stdout", r.len)

@@ -97,12 +97,16 @@ class AgentClient:
         await self._unary("SignalProcess", req, pb.Empty, SIGNAL_TIMEOUT)
 
     async def wait_process(self, cid: str, exec_id: str = "") -> int:
+        return (await self.wait_exit(cid, exec_id))[0]
+
+    async def wait_exit(self, cid: str, exec_id: str = "") -> tuple[int, bool]:
+        """The exit status, and for a container's init whether the OOM killer struck."""
         req = pb.WaitProcessRequest(container_id=cid, exec_id=exec_id)
-        status = (await self._call(AGENT, "WaitProcess", req, pb.WaitProcessResponse,
-                                   None)).status
-        if not 0 <= status <= 255:  # 128+signal at most; anything else hides the truth
-            raise ProtocolError(f"agent WaitProcess: exit status {status} out of range 0-255")
-        return status
+        resp = await self._call(AGENT, "WaitProcess", req, pb.WaitProcessResponse, None)
+        if not 0 <= resp.status <= 255:  # 128+signal at most; anything else hides the truth
+            raise ProtocolError(f"agent WaitProcess: exit status {resp.status} out of range "
+                                "0-255")
+        return resp.status, resp.oom_killed
 
     async def read_stdout(self, cid: str, exec_id: str = "") -> bytes:
         req = pb.ReadStreamRequest(container_id=cid, exec_id=exec_id, len=READ_CHUNK)

@@ -122,6 +122,8 @@ class ServiceCore:
 
     def _exited(self, proc: Proc) -> None:
         log.info("%s exited with status %d", proc.name, proc.exit_status)
+        if proc.oom_killed:  # before the exit: CRI then reports the reason OOMKilled
+            self.events.publish("/tasks/oom", ev.TaskOOM(container_id=proc.task_id))
         event = ev.TaskExit(container_id=proc.task_id, id=proc.exec_id or proc.task_id,
                             pid=self.vm_pid, exit_status=proc.exit_status)
         event.exited_at.FromNanoseconds(proc.exited_at_ns)

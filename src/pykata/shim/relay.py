@@ -93,7 +93,8 @@ class Relay:
 
     async def _watch(self, pumps: list[asyncio.Task[None]]) -> None:
         try:
-            status = await self.agent.wait_process(self.proc.task_id, self.proc.exec_id)
+            status, self.proc.oom_killed = await self.agent.wait_exit(self.proc.task_id,
+                                                                      self.proc.exec_id)
         except PykataError as exc:
             log.warning("%s: lost the agent (%s); exit status %d", self.proc.name, exc,
                         VM_LOST_STATUS)

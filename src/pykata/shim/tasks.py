@@ -48,6 +48,7 @@ class Proc:
     status: pb.Status = CREATED
     exit_status: int = 0
     exited_at_ns: int = 0        # wall clock, as containerd's timestamps take it
+    oom_killed: bool = False     # the guest's OOM killer struck the container
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     # Held while Start is under way: an exit seen meanwhile waits, so that containerd
     # hears /tasks/start before /tasks/exit (a process may exit before Start's reply).

@@ -496,10 +496,12 @@ class WaitProcessRequest(_message.Message):
     def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ...) -> None: ...
 
 class WaitProcessResponse(_message.Message):
-    __slots__ = ["status"]
+    __slots__ = ["oom_killed", "status"]
+    OOM_KILLED_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    oom_killed: bool
     status: int
-    def __init__(self, status: _Optional[int] = ...) -> None: ...
+    def __init__(self, status: _Optional[int] = ..., oom_killed: bool = ...) -> None: ...
 
 class WriteStreamRequest(_message.Message):
     __slots__ = ["container_id", "data", "exec_id"]
