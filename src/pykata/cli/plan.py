@@ -16,12 +16,17 @@ import math
 import os
 from typing import Any
 
-from pykata.cli.run import parse_annotation_args
 from pykata.domain.errors import SpecError
 from pykata.domain.limits import Limits
 from pykata.host.config_files import load_config
 from pykata.plan.vm import VmPlan
-from pykata.sandbox.request import annotated, build_request, plan_sandbox, read_facts
+from pykata.sandbox.request import (
+    annotated,
+    build_request,
+    parse_annotation_args,
+    plan_sandbox,
+    read_facts,
+)
 
 
 def _read_json(path: str) -> Any:

@@ -14,7 +14,12 @@ from pykata.domain.errors import SpecError
 from pykata.domain.spec import Spec, default_spec, parse_spec
 from pykata.host.config_files import load_config
 from pykata.sandbox.leftovers import sweep
-from pykata.sandbox.request import annotated, build_request, plan_sandbox
+from pykata.sandbox.request import (
+    annotated,
+    build_request,
+    parse_annotation_args,
+    plan_sandbox,
+)
 from pykata.sandbox.run import run_container
 
 
@@ -66,13 +71,3 @@ def main(args: argparse.Namespace) -> int:
     return asyncio.run(run_container(plan, spec, os.path.abspath(rootfs), args.interactive,
                                      warn))
 
-
-def parse_annotation_args(pairs: list[str]) -> dict[str, str]:
-    """`--annotation K=V` arguments, as a mapping (a later K wins)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SpecError("--annotation", pair, "expected KEY=VALUE")
-        out[key] = value
-    return out

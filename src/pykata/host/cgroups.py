@@ -35,7 +35,6 @@ from pykata.plan.cgroups import (
     cgroup_dir,
     parse_mountinfo,
     parse_proc_cgroup,
-    plan_cgroups,
     plan_create,
     plan_layout,
     plan_place_vcpus,
@@ -251,15 +250,6 @@ class SandboxCgroups:
     record: str | None = None
     created: list[Created] = field(default_factory=list)
     origin: dict[str, str] = field(default_factory=dict)  # the caller's cgroups before
-
-    @classmethod
-    def for_sandbox(cls, sandbox_id: str, cgroups_path: str | None, sandbox_only: bool,
-                    record: str | None = None, mountinfo: str = MOUNTINFO) -> SandboxCgroups:
-        layout = read_layout(mountinfo)
-        if layout is None:
-            log.warning("sandbox %s: no cgroup hierarchy mounted; no host cgroups", sandbox_id)
-            return cls(None, record)
-        return cls(plan_cgroups(layout, cgroups_path, sandbox_id, sandbox_only), record)
 
     def create(self, qemu_pid: int, other_pids: Sequence[int], cpuset: CpuSet | None = None,
                mems: CpuSet | None = None, vcpus: float = 0.0) -> None:

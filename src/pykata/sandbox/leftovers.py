@@ -21,10 +21,12 @@ import socket
 import time
 from collections.abc import Iterator
 
-from pykata.host import cgroups, mounts
-from pykata.sandbox.portforward import clear_port_forward
+from pykata.domain.errors import PykataError
+from pykata.host import cgroups, mounts, portforward
+from pykata.plan.portforward import port_redirect_removal
 
 PIDS_FILE = "pids"
+PORTFORWARD_RECORD = "portforward"  # the namespace holding the redirect
 OWNER_FILE = "owner"
 SOCKETS_DIR = "s"  # the shims' sockets, below the state root
 # A state directory without an owner record this old was made by a process that died
@@ -134,6 +136,18 @@ def clear_sandbox(state_dir: str) -> list[str]:
         shutil.rmtree(state_dir, ignore_errors=True)
         done.append(f"removed {state_dir}")
     return done
+
+
+def clear_port_forward(state_dir: str) -> list[str]:
+    """A dead sandbox's port-forward redirect, removed (a namespace already gone took it
+    along)."""
+    try:
+        with open(os.path.join(state_dir, PORTFORWARD_RECORD)) as f:
+            netns = f.read().strip()
+        portforward.apply_nft(netns, port_redirect_removal())
+    except (OSError, PykataError):
+        return []
+    return [f"{netns}: removed the port-forward redirect"]
 
 
 def sweep(root: str, dry_run: bool = False) -> list[str]:

@@ -21,24 +21,11 @@ from pykata.domain.errors import PykataError
 from pykata.host import portforward as host
 from pykata.plan.portforward import port_redirect_removal, port_redirect_ruleset
 from pykata.sandbox.agent_client import AgentClient
+from pykata.sandbox.leftovers import PORTFORWARD_RECORD
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 16
-RECORD = "portforward"  # in the state dir: the namespace holding the redirect
-
-
-def clear_port_forward(state_dir: str) -> list[str]:
-    """A dead sandbox's redirect, removed (a namespace already gone took it along)."""
-    try:
-        with open(os.path.join(state_dir, RECORD)) as f:
-            netns = f.read().strip()
-        host.apply_nft(netns, port_redirect_removal())
-    except (OSError, PykataError):
-        return []
-    return [f"{netns}: removed the port-forward redirect"]
-
-
 class PortForwarder:
     def __init__(self, agent: AgentClient, netns: str, sandbox_id: str,
                  state_dir: str) -> None:
@@ -61,7 +48,7 @@ class PortForwarder:
         finally:
             stack.push_async_callback(self.stop)
         self.port = socks[0].getsockname()[1]
-        with open(os.path.join(self.state_dir, RECORD), "w") as f:
+        with open(os.path.join(self.state_dir, PORTFORWARD_RECORD), "w") as f:
             f.write(self.netns)
         await asyncio.to_thread(host.apply_nft, self.netns,
                                 port_redirect_ruleset(self.port, len(socks) > 1))

@@ -16,6 +16,7 @@ from typing import Any
 
 from pykata.domain.annotations import apply_annotations, parse_annotations
 from pykata.domain.config import Config
+from pykata.domain.errors import SpecError
 from pykata.domain.host import HostFacts
 from pykata.domain.limits import Limits
 from pykata.host import netns
@@ -32,8 +33,7 @@ from pykata.plan.sizing import limits_from_spec, workload_limits
 from pykata.plan.vm import NO_LIMITS
 
 # For the shim, which reaches the host and the plans only through this layer.
-__all__ = ["build_request", "limits_from_spec", "load_config", "plan_sandbox",
-           "request_from_parts"]
+__all__ = ["build_request", "limits_from_spec", "plan_sandbox", "request_from_parts"]
 
 
 def random_guest_cid() -> int:
@@ -47,6 +47,17 @@ def annotated(doc: Mapping[str, Any], extra: Mapping[str, str]) -> dict[str, Any
     out = dict(doc)
     if extra:
         out["annotations"] = {**(doc.get("annotations") or {}), **extra}
+    return out
+
+
+def parse_annotation_args(pairs: list[str]) -> dict[str, str]:
+    """`--annotation K=V` arguments, as a mapping (a later K wins)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SpecError("--annotation", pair, "expected KEY=VALUE")
+        out[key] = value
     return out
 
 

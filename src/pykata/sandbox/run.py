@@ -146,7 +146,7 @@ async def _start_and_relay(sandbox: Sandbox, spec: Spec, rootfs: str, stdin: boo
 
 
 async def _relay(agent: AgentClient, stdin: bool, fds: tuple[int, int, int],
-                 signals: Signals | None = None) -> int:
+                 signals: Signals) -> int:
     cid = CONTAINER_ID
     pumps = [asyncio.ensure_future(pump_out(lambda: agent.read_stdout(cid), fds[1])),
              asyncio.ensure_future(pump_out(lambda: agent.read_stderr(cid), fds[2]))]
@@ -154,8 +154,7 @@ async def _relay(agent: AgentClient, stdin: bool, fds: tuple[int, int, int],
                                    else agent.close_stdin(cid))
     try:
         await agent.start_container(cid)
-        if signals is not None:
-            signals.forward_to(agent)
+        signals.forward_to(agent)
         status = await agent.wait_process(cid)
         await asyncio.wait_for(asyncio.gather(*pumps), DRAIN_TIMEOUT)
         return status

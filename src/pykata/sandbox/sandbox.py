@@ -61,7 +61,6 @@ class Sandbox:
         self._fx: Effects = effects or RealEffects()
         self.sandbox_plan = plan
         self.id = plan.id
-        self.cgroups_path = plan.cgroups_path
         self.cgroups: Cgroups | None = None
         self.cfg = cfg = plan.config
         self.state_dir = plan.state_dir

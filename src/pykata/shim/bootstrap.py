@@ -19,7 +19,7 @@ import time
 from typing import BinaryIO
 
 from pykata.domain.errors import PykataError
-from pykata.sandbox.request import load_config
+from pykata.sandbox.configuration import load_config
 from pykata.shim.args import ShimArgs, pod_role, socket_path
 
 MARKER = "pykata-sandbox.json"   # in the bundle: where delete finds the sandbox
