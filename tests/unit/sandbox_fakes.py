@@ -10,11 +10,13 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
+from pykata.domain.config import Config
 from pykata.domain.cpuset import CpuSet
 from pykata.domain.errors import HostError
 from pykata.plan.network import NetworkPlan, NetworkRequest
 from pykata.plan.qemu import QemuOption
 from pykata.plan.sandbox import SandboxPlan
+from pykata.plan.template import TemplatePlan
 from pykata.protocol.pb import agent_pb2 as pb
 from pykata.sandbox.effects import Effects
 
@@ -77,6 +79,12 @@ class FakeAgent:
 
     async def close(self) -> None:
         self.fx.log.append("-agent")
+
+    async def reseed_random(self, data: bytes) -> None:
+        self.fx.step(f"agent reseed {len(data)}")
+
+    async def set_guest_time(self, seconds: float) -> None:
+        self.fx.step("agent set time")
 
     async def create_sandbox(self, req: pb.CreateSandboxRequest) -> None:
         self.fx.step(f"agent create_sandbox {req.storages[0].mount_point}")
@@ -172,11 +180,27 @@ class FakeEffects:
         stack.callback(self.log.append, "-network")
         return FakeNetwork(self)
 
-    async def launch(self, plan: SandboxPlan, shared_dir: str,
-                     devices: Sequence[QemuOption], fds: Sequence[int]) -> FakeVm:
-        self.step("launch")
+    async def launch(self, plan: SandboxPlan, shared_dir: str, devices: Sequence[QemuOption],
+                     fds: Sequence[int], ram: int | None = None) -> FakeVm:
+        self.step("launch" if ram is None else "launch clone")
         self.vm = FakeVm(self)
         return self.vm
+
+    async def clone_ram(self, stack: contextlib.AsyncExitStack, template: TemplatePlan,
+                        cfg: Config, state_dir: str) -> int:
+        self.step("clone ram")
+        stack.callback(self.log.append, "-clone ram")
+        return 99
+
+    async def restore(self, vm: FakeVm, state_file: str) -> None:
+        self.step("restore")
+
+    async def plug_devices(self, vm: FakeVm, plan: SandboxPlan,
+                           tap_fds: Sequence[int]) -> None:
+        self.step("plug devices")
+
+    async def discard_template(self, template_dir: str, why: str) -> None:
+        self.step("discard template")
 
     async def connect_agent(self, vm: FakeVm, plan: SandboxPlan) -> FakeAgent:
         self.step("agent connect")

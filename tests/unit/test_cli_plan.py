@@ -14,8 +14,8 @@ from pykata.domain.errors import SpecError
 from pykata.plan.pod import plan_pod, quantity
 
 KEYS = ["vcpus", "max_vcpus", "memory_mib", "max_memory_mib", "static", "memory_hotplug",
-        "cpu_hotplug", "qemu_argv", "warnings", "reasons", "numa", "devices", "network",
-        "cgroup", "cgroups", "port_forward"]
+        "cpu_hotplug", "boot", "boot_reason", "grow_to", "qemu_argv", "warnings", "reasons",
+        "numa", "devices", "network", "cgroup", "cgroups", "port_forward"]
 POD = """\
 apiVersion: v1
 kind: Pod

@@ -148,7 +148,7 @@ def test_kata_configuration_loads_with_named_warnings() -> None:
                            "clh": {"path": "/x"}},
             "agent": {"kata": {"dial_timeout": 45}},
             "runtime": {"enable_debug": True, "enable_vcpus_pinning": True},
-            "factory": {"enable_template": False}}
+            "factory": {"enable_template": False, "vm_cache_number": 2}}
     cfg = build_config([("kata.toml", kata)])
     assert cfg.runtime.enable_vcpus_pinning is True
     assert cfg.warnings == (
@@ -157,7 +157,7 @@ def test_kata_configuration_loads_with_named_warnings() -> None:
         "kata.toml: [hypervisor.clh] ignored: pykata runs QEMU only ([hypervisor.qemu])",
         "kata.toml: [agent.kata] ignored: pykata's agent is configured in [agent.pykata]",
         "kata.toml: runtime.enable_debug ignored: a Kata key pykata does not implement",
-        "kata.toml: [factory] ignored: Kata's VM factory is not supported by pykata",
+        "kata.toml: factory.vm_cache_number ignored: a Kata key pykata does not implement",
     )
 
 

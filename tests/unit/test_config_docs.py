@@ -32,7 +32,7 @@ def test_defaults_toml_holds_every_key_at_its_default() -> None:
     assert cfg == Config()
     assert cfg.warnings == ()
     assert sum(len(t) for t in (doc["hypervisor"]["qemu"], doc["agent"]["pykata"],
-                                doc["runtime"], doc["image"])) == len(keys())
+                                doc["runtime"], doc["image"], doc["factory"])) == len(keys())
 
 
 def test_every_key_is_documented_with_its_marks() -> None:

@@ -64,6 +64,24 @@ def plan_boot_modules(paths: Sequence[str], devices: set[int]) -> list[str]:
             if module_name(p) in wanted or module_name(p) not in known]
 
 
+# The kernel command line names virtio devices that will come by hotplug (a template VM's
+# shared filesystem and NICs): their modules load at boot, as nothing loads them later.
+HOTPLUG_PARAM = "pykata.hotplug="
+
+
+def hotplug_devices(cmdline: str) -> set[int]:
+    """`pykata.hotplug=1,26` -> {1, 26}; anything unparsable is ignored (and logged)."""
+    found: set[int] = set()
+    for word in cmdline.split():
+        if word.startswith(HOTPLUG_PARAM):
+            for item in word.removeprefix(HOTPLUG_PARAM).split(","):
+                if item.isdigit():
+                    found.add(int(item))
+                else:
+                    log(f"{HOTPLUG_PARAM}: ignoring {item!r}")
+    return found
+
+
 def read_virtio_devices(sys_root: str = "/sys") -> set[int]:
     base = f"{sys_root}/bus/virtio/devices"
     found = set()
@@ -171,7 +189,8 @@ def boot(modules: Sequence[str]) -> None:
     apply_mounts(BOOT_MOUNTS[3:])
     started = time.monotonic()
     load_modules([m for m in modules if module_name(m) in CORE_MODULES])
-    devices = read_virtio_devices()
+    with open("/proc/cmdline") as f:
+        devices = read_virtio_devices() | hotplug_devices(f.read())
     rest = plan_boot_modules(modules, devices)
     load_modules(rest)
     log(f"modules for virtio devices {sorted(devices)}: {len(rest)} loaded "

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from google.protobuf.message import Message
 
 import pykata
+from pykata.agent import clone
 from pykata.agent.console import MARKS
 from pykata.agent.containers import Containers
 from pykata.agent.guest import read_guest_details
@@ -214,6 +215,14 @@ class AgentHandlers:
 
     async def PortForwardClose(self, r: pb.PortForwardCloseRequest) -> pb.Empty:
         await self.forwards.close(r.stream_id, r.write_only)
+        return pb.Empty()
+
+    async def ReseedRandomDev(self, r: pb.ReseedRandomDevRequest) -> pb.Empty:
+        clone.reseed(r.data)
+        return pb.Empty()
+
+    async def SetGuestDateTime(self, r: pb.SetGuestDateTimeRequest) -> pb.Empty:
+        clone.set_clock(r.sec, r.usec)
         return pb.Empty()
 
 

@@ -7,8 +7,10 @@ here touches the host a test runs on.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
+import time
 from typing import NamedTuple, Protocol
 
 from pykata.agent import linux
@@ -60,6 +62,10 @@ def plan_mount(storage: Storage) -> MountPlan:
                      ",".join(data))
 
 
+# How long a virtio-fs tag may take to appear after its device was hot-plugged.
+DEVICE_WAIT_S = 10.0
+
+
 class System(Protocol):
     def mount(self, plan: MountPlan) -> None: ...
     def unmount(self, target: str) -> None: ...
@@ -71,7 +77,18 @@ class GuestSystem:
 
     def mount(self, plan: MountPlan) -> None:
         os.makedirs(plan.target, exist_ok=True)
-        linux.mount(plan.source, plan.target, plan.fstype, plan.flags, plan.data)
+        deadline = time.monotonic() + DEVICE_WAIT_S
+        while True:
+            try:
+                linux.mount(plan.source, plan.target, plan.fstype, plan.flags, plan.data)
+                return
+            except OSError as exc:
+                # A hot-plugged device (a cloned VM's shared fs) is probed a moment after
+                # the host added it; until then the kernel knows no such tag.
+                if (plan.fstype != "virtiofs" or exc.errno not in (errno.EINVAL, errno.ENOENT)
+                        or time.monotonic() > deadline):
+                    raise
+            time.sleep(0.01)
 
     def unmount(self, target: str) -> None:
         linux.umount(target, linux.MNT_DETACH)

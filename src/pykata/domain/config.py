@@ -54,6 +54,7 @@ KATA_ONLY_KEYS = {
         "disable_selinux", "disable_guest_selinux", "enable_iommu", "enable_iommu_platform",
         "jailer_path", "valid_jailer_paths", "ctlpath", "valid_ctlpaths",
         "reclaim_guest_freed_memory", "kernel_verity_params", "sgx_epc_size"}),
+    "factory": frozenset({"vm_cache_number", "vm_cache_endpoint"}),
     "runtime": frozenset({
         "enable_debug", "disable_guest_seccomp", "enable_tracing", "jaeger_endpoint",
         "jaeger_user", "jaeger_password", "disable_new_netns", "sandbox_bind_mounts",
@@ -63,7 +64,6 @@ KATA_ONLY_KEYS = {
 }
 KATA_SECTIONS = {
     "agent.kata": "pykata's agent is configured in [agent.pykata]",
-    "factory": "Kata's VM factory is not supported by pykata",
 }
 
 

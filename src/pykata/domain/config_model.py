@@ -231,11 +231,22 @@ class ImageConfig:
 
 
 @dataclass(frozen=True)
+class FactoryConfig:
+    enable_template: bool = field(default=False, metadata=_spec(
+        "Start sandboxes from a clone of a pre-booted, paused template VM (made on first "
+        "use, or by `pykata factory init`); a sandbox the template cannot serve boots cold."))
+    template_path: str = field(default="/run/pykata/template", metadata=_spec(
+        "Where the template lives: its memory file, device state and manifest.",
+        check=_absolute))
+
+
+@dataclass(frozen=True)
 class Config:
     hypervisor: HypervisorConfig = field(default_factory=HypervisorConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
+    factory: FactoryConfig = field(default_factory=FactoryConfig)
     warnings: tuple[str, ...] = field(default=(), compare=False)
     sources: tuple[str, ...] = field(default=(), compare=False)  # documents read, in order
 
@@ -246,9 +257,11 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "agent": ("agent", "pykata"),
     "runtime": ("runtime",),
     "image": ("image",),
+    "factory": ("factory",),
 }
 CLASSES: dict[str, type] = {"hypervisor": HypervisorConfig, "agent": AgentConfig,
-                             "runtime": RuntimeConfig, "image": ImageConfig}
+                             "runtime": RuntimeConfig, "image": ImageConfig,
+                             "factory": FactoryConfig}
 TYPE_NAMES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
               "tuple[str, ...]": "array of strings"}
 

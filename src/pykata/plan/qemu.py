@@ -120,6 +120,28 @@ class MemfdBackend:
         return ["-object", f"memory-backend-memfd,id={self.id},size={self.size_mib}M,share=on"]
 
 
+@dataclass(frozen=True)
+class FdBackend:
+    """Guest RAM in a memfd the runtime made and QEMU inherits as `fd`, shared: a template's
+    RAM is copied out of it, a clone's into it, and virtiofsd maps it."""
+
+    id: str
+    size_mib: int
+    fd: int
+
+    def args(self) -> list[str]:
+        return ["-object", f"memory-backend-file,id={self.id},size={self.size_mib}M,"
+                f"mem-path=/proc/self/fd/{self.fd},share=on"]
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """Start paused, waiting for a saved state (`migrate-incoming` over QMP)."""
+
+    def args(self) -> list[str]:
+        return ["-incoming", "defer"]
+
+
 def _repeat(key: str, ids: Iterable[int]) -> str:
     """QEMU takes a non-contiguous id list as the key repeated: "cpus=0-1,cpus=4"."""
     return ",".join(f"{key}={span}" for span in str(CpuSet(ids)).split(",") if span)

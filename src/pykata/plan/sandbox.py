@@ -27,10 +27,18 @@ from pykata.plan.network import (
     nic_options,
     plan_network,
 )
+from pykata.plan.template import (
+    TEMPLATE_ID,
+    FileIds,
+    TemplateKey,
+    TemplatePlan,
+    plan_boot,
+    template_vm,
+)
 from pykata.plan.vm import NO_LIMITS, VmPlan, plan_qemu_argv, plan_vm
 
-# The fds `pykata plan` shows for the sockets and taps the runtime passes QEMU.
-QMP_FD, AGENT_FD, INSPECT_FD, FIRST_TAP_FD = 3, 4, 5, 6
+# The fds `pykata plan` shows for the sockets, a clone's RAM and taps the runtime passes QEMU.
+QMP_FD, AGENT_FD, INSPECT_FD, RAM_FD, FIRST_TAP_FD = 3, 4, 5, 6, 7
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,9 @@ class SandboxRequest:
     cgroup_layout: CgroupLayout | None = None  # the host's hierarchies (None: no cgroups)
     guest_cid: int = 3
     warnings: tuple[str, ...] = ()   # from reading the request (config, annotations, spec)
+    base_config: Config | None = None  # before annotations (None: `config`)
+    template_files: FileIds | None = None  # what a template's key is made of, now
+    template_on_disk: TemplateKey | None = None  # the template there now (None: none)
 
 
 @dataclass(frozen=True)
@@ -74,20 +85,25 @@ class SandboxPlan:
     port_forward: bool
     workload: Limits
     warnings: tuple[str, ...]
+    template: TemplatePlan | None     # what a clone is made from (None: a cold boot)
     # What executing it needs beside the decisions (not printed).
     config: Config = field(repr=False, compare=False)
     facts: HostFacts = field(repr=False, compare=False)
+    fallback: VmPlan | None = field(default=None, repr=False, compare=False)  # a clone's cold
 
     def qemu_argv(self, qmp_fd: int, agent_fd: int | None, inspect_fd: int | None,
-                  tap_fds: Sequence[int]) -> list[str]:
-        nics = nic_options(self.network, tap_fds, self.vm.arch.bus) if self.network else []
-        return plan_qemu_argv(self.vm, qmp_fd, agent_fd, inspect_fd, nics)
+                  tap_fds: Sequence[int], ram_fd: int | None = None) -> list[str]:
+        """A clone's NICs are hot-plugged after its restore: not in its argv."""
+        nics = (nic_options(self.network, tap_fds, self.vm.arch.bus)
+                if self.network and self.vm.boot == "cold" else [])
+        return plan_qemu_argv(self.vm, qmp_fd, agent_fd, inspect_fd, nics, ram_fd)
 
     def shown_argv(self) -> list[str]:
         """The argv with the fds `pykata plan` shows (the runtime's differ)."""
         taps = range(FIRST_TAP_FD, FIRST_TAP_FD + len(self.network.nics if self.network else ()))
         return self.qemu_argv(QMP_FD, AGENT_FD if self.vm.transport != "vsock" else None,
-                              INSPECT_FD, list(taps))
+                              INSPECT_FD, list(taps),
+                              RAM_FD if self.vm.boot != "cold" else None)
 
     def to_json(self) -> dict[str, Any]:
         s, vm = self.vm.sizing, self.vm
@@ -96,6 +112,9 @@ class SandboxPlan:
             "memory_mib": s.memory_mib, "max_memory_mib": s.max_memory_mib,
             "static": s.static, "memory_hotplug": s.memory_hotplug,
             "cpu_hotplug": s.cpu_hotplug,
+            "boot": vm.boot, "boot_reason": vm.boot_reason,
+            "grow_to": ({"vcpus": vm.grow_to[0], "memory_mib": vm.grow_to[1]}
+                        if vm.grow_to else None),
             "qemu_argv": self.shown_argv(),
             "warnings": list(self.warnings),
             "reasons": list(vm.reasons),
@@ -133,12 +152,16 @@ def plan_sandbox(req: SandboxRequest) -> SandboxPlan:
     ids.check_id("sandbox id", req.sandbox_id)  # it becomes a path
     state_dir = f"{cfg.runtime.state_dir.rstrip('/')}/{req.sandbox_id}"
     cgroup = sandbox_cgroup_path(req.cgroups_path, req.sandbox_id)
-    vm = plan_vm(cfg, req.facts, req.sandbox_id, state_dir, guest_cid=req.guest_cid,
-                 devices=req.devices, workload=req.workload, resizable=req.resizable,
-                 vfio_groups=req.vfio_groups)
+    pod_vm = plan_vm(cfg, req.facts, req.sandbox_id, state_dir, guest_cid=req.guest_cid,
+                     devices=req.devices, workload=req.workload, resizable=req.resizable,
+                     vfio_groups=req.vfio_groups)
     network = None
     if req.network is not None and req.netns is not None:
         network = plan_network(req.network.netns, req.netns.links, req.netns.routes)
+    base = plan_template_vm(req.base_config or cfg, req) if cfg.factory.enable_template else None
+    effective = plan_template_vm(cfg, req) if base else None
+    vm, template = plan_boot(pod_vm, base, effective, len(network.nics) if network else 0,
+                             req.template_on_disk, req.template_files)
     warnings = [*req.warnings, *vm.sizing.warnings, *(vm.numa.warnings if vm.numa else ()),
                 *([] if req.cgroup_layout else ["no cgroup hierarchy mounted: no host cgroups"])]
     cgroups = (plan_cgroups(req.cgroup_layout, req.cgroups_path, req.sandbox_id,
@@ -146,4 +169,13 @@ def plan_sandbox(req: SandboxRequest) -> SandboxPlan:
                if req.cgroup_layout is not None else None)
     return SandboxPlan(req.sandbox_id, state_dir, vm, req.network, network, cgroup,
                        req.cgroups_path, cgroups, req.port_forward and network is not None,
-                       req.workload, tuple(warnings), cfg, req.facts)
+                       req.workload, tuple(warnings), template, cfg, req.facts,
+                       pod_vm if template else None)
+
+
+def plan_template_vm(cfg: Config, req: SandboxRequest) -> VmPlan:
+    """The template's VM under `cfg`: the defaults, resizable, with the QEMU binary's
+    hotplug devices."""
+    path = cfg.factory.template_path.rstrip("/")
+    base = plan_vm(cfg, req.facts, TEMPLATE_ID, f"{path}/new", devices=req.devices)
+    return template_vm(base, path)

@@ -48,6 +48,10 @@ class VmPlan:
     reasons: tuple[str, ...]
     numa: NumaPlan | None = None    # None: one memory backend, no guest NUMA nodes
     passthrough: tuple[Passthrough, ...] = ()   # VFIO devices
+    boot: str = "cold"              # "cold", "template" (making one) or "clone" (of one)
+    boot_reason: str = ""
+    template_dir: str = ""          # the template's (boot "template" or "clone")
+    grow_to: tuple[int, int] | None = None  # a clone's (vCPUs, MiB) to hot-plug up to
 
     @property
     def vcpus(self) -> int:
@@ -79,6 +83,10 @@ def plan_transport(requested: str, facts: HostFacts) -> str:
                           "this host has no /dev/vhost-vsock")
     return requested
 
+
+# A template's spare root ports: a clone's virtio-fs device and NICs are hot-plugged there.
+FS_PORT = "rp-fs"
+NIC_PORTS = ("rp-net0", "rp-net1", "rp-net2")
 
 # sun_path holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -151,9 +159,13 @@ def _memory_options(plan: VmPlan) -> list[qemu.QemuOption]:
     return memory
 
 
-def _ram_options(plan: VmPlan) -> list[qemu.QemuOption]:
+def _ram_options(plan: VmPlan, ram_fd: int | None) -> list[qemu.QemuOption]:
     """Boot RAM: one shared memfd, or with NUMA one bound memfd per guest node (QEMU then
-    takes `-m` as their sum and no `-machine memory-backend=`)."""
+    takes `-m` as their sum and no `-machine memory-backend=`). A template's or clone's is
+    a memfd the runtime made and passes as `ram_fd`: it copies the RAM out or in."""
+    if plan.boot != "cold":
+        assert ram_fd is not None, "a template or clone needs its RAM's fd"
+        return [qemu.FdBackend("mem0", plan.sizing.memory_mib, ram_fd)]
     if plan.numa is None:
         return [qemu.MemfdBackend("mem0", plan.sizing.memory_mib)]
     return numa_options(plan.numa)
@@ -168,13 +180,24 @@ def _pci_options(plan: VmPlan) -> list[qemu.QemuOption]:
     return options
 
 
+def _boot_options(plan: VmPlan) -> list[qemu.QemuOption]:
+    """Cold: the shared filesystem at boot. A template or clone: spare root ports for the
+    devices a clone gets by hotplug, and a clone waits for the template's state."""
+    if plan.boot == "cold":
+        return [qemu.VirtioFs(plan.virtiofs_socket, SHARED_TAG, plan.arch.bus)]
+    ports: list[qemu.QemuOption] = [qemu.RootPort(port, "pcie.0", chassis)
+                                    for chassis, port in enumerate((FS_PORT, *NIC_PORTS), 1)]
+    return ports + ([qemu.Incoming()] if plan.boot == "clone" else [])
+
+
 def plan_qemu_argv(plan: VmPlan, qmp_fd: int, agent_fd: int | None,
                    inspect_fd: int | None = None,
-                   devices: Sequence[qemu.QemuOption] = ()) -> list[str]:
+                   devices: Sequence[qemu.QemuOption] = (),
+                   ram_fd: int | None = None) -> list[str]:
     """The QEMU command line; `qmp_fd`/`agent_fd`/`inspect_fd` are listening sockets QEMU
     inherits. `inspect_fd`: a second QMP monitor for `pykata inspect`, since the sandbox's
     own QMP connection holds the first for the VM's life. `devices`: network devices on
-    taps QEMU inherits."""
+    taps QEMU inherits. `ram_fd`: a template's or clone's RAM."""
     bus = plan.arch.bus
     options: list[qemu.QemuOption] = [
         qemu.Base(name=f"pykata-{plan.sandbox_id}"),
@@ -184,12 +207,12 @@ def plan_qemu_argv(plan: VmPlan, qmp_fd: int, agent_fd: int | None,
         qemu.Cpu("host" if plan.accel == "kvm" else plan.arch.tcg_cpu),
         qemu.Smp(plan.sizing.vcpus, plan.sizing.max_vcpus),
         *_memory_options(plan),
-        *_ram_options(plan),
+        *_ram_options(plan, ram_fd),
         qemu.DirectBoot(plan.kernel, plan.initrd, " ".join(plan.kernel_params)),
         qemu.QmpMonitor(qmp_fd),
         *([qemu.QmpMonitor(inspect_fd, "qmp-inspect")] if inspect_fd is not None else []),
         qemu.SerialConsole(plan.console_log),
-        qemu.VirtioFs(plan.virtiofs_socket, SHARED_TAG, bus),
+        *_boot_options(plan),
     ]
     if plan.transport == "vsock":
         options.append(qemu.Vsock(plan.guest_cid, bus))

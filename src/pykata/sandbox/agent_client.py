@@ -167,6 +167,14 @@ class AgentClient:
         req = pb.UpdateContainerRequest(container_id=cid, resources_json=resources_json)
         await self._unary("UpdateContainer", req, pb.Empty)
 
+    async def reseed_random(self, data: bytes) -> None:
+        await self._unary("ReseedRandomDev", pb.ReseedRandomDevRequest(data=data), pb.Empty)
+
+    async def set_guest_time(self, seconds: float) -> None:
+        sec = int(seconds)
+        req = pb.SetGuestDateTimeRequest(sec=sec, usec=int((seconds - sec) * 1e6))
+        await self._unary("SetGuestDateTime", req, pb.Empty)
+
     async def guest_details(self) -> pb.GuestDetailsResponse:
         req = pb.GuestDetailsRequest(mem_block_size=True, mem_hotplug_probe=True)
         return await self._unary("GetGuestDetails", req, pb.GuestDetailsResponse)

@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from pykata.domain.config import Config
 from pykata.domain.contract import AGENT_VSOCK_PORT
 from pykata.domain.cpuset import CpuSet
 from pykata.domain.errors import SpecError
@@ -25,12 +26,15 @@ from pykata.host.vfio import check_vfio_ready
 from pykata.plan.network import NetworkPlan, NetworkRequest
 from pykata.plan.qemu import QemuOption
 from pykata.plan.sandbox import SandboxPlan
+from pykata.plan.template import TemplatePlan
 from pykata.protocol.pb import agent_pb2 as pb
+from pykata.sandbox import factory
 from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.leftovers import record_owner
 from pykata.sandbox.network import attach_network
 from pykata.sandbox.portforward import PortForwarder
 from pykata.transport.ttrpc_aio import TtrpcClient
+from pykata.vmm import clone
 from pykata.vmm import vm as vmm
 from pykata.vmm.threads import vcpu_threads
 
@@ -102,8 +106,18 @@ class Effects(Protocol):
     async def attach_network(self, stack: contextlib.AsyncExitStack, plan: NetworkPlan,
                              state_dir: str) -> Network: ...
 
-    async def launch(self, plan: SandboxPlan, shared_dir: str,
-                     devices: Sequence[QemuOption], fds: Sequence[int]) -> VmHandle: ...
+    async def launch(self, plan: SandboxPlan, shared_dir: str, devices: Sequence[QemuOption],
+                     fds: Sequence[int], ram: int | None = None) -> VmHandle: ...
+
+    async def clone_ram(self, stack: contextlib.AsyncExitStack, template: TemplatePlan,
+                        cfg: Config, state_dir: str) -> int: ...
+
+    async def restore(self, vm: VmHandle, state_file: str) -> None: ...
+
+    async def plug_devices(self, vm: VmHandle, plan: SandboxPlan,
+                           tap_fds: Sequence[int]) -> None: ...
+
+    async def discard_template(self, template_dir: str, why: str) -> None: ...
 
     async def connect_agent(self, vm: VmHandle, plan: SandboxPlan) -> AgentClient: ...
 
@@ -152,11 +166,30 @@ class RealEffects:
                              state_dir: str) -> Network:
         return await attach_network(stack, plan, state_dir)
 
-    async def launch(self, plan: SandboxPlan, shared_dir: str,
-                     devices: Sequence[QemuOption], fds: Sequence[int]) -> VmHandle:
+    async def launch(self, plan: SandboxPlan, shared_dir: str, devices: Sequence[QemuOption],
+                     fds: Sequence[int], ram: int | None = None) -> VmHandle:
         hv = plan.config.hypervisor
         return await vmm.launch(plan.vm, plan.state_dir, shared_dir, hv.virtio_fs_daemon,
-                                hv.virtio_fs_cache, devices, fds)
+                                hv.virtio_fs_cache, devices, fds, ram)
+
+    async def clone_ram(self, stack: contextlib.AsyncExitStack, template: TemplatePlan,
+                        cfg: Config, state_dir: str) -> int:
+        fd = await factory.clone_ram(template, cfg, state_dir)
+        stack.callback(os.close, fd)  # QEMU holds its own once started
+        return fd
+
+    async def restore(self, vm: VmHandle, state_file: str) -> None:
+        await clone.restore_state(vm.qmp, state_file)
+
+    async def plug_devices(self, vm: VmHandle, plan: SandboxPlan,
+                           tap_fds: Sequence[int]) -> None:
+        bus = plan.vm.arch.bus
+        await clone.plug_shared_fs(vm.qmp, plan.vm.virtiofs_socket, bus)
+        if plan.network:
+            await clone.plug_nics(vm.qmp, plan.network, tap_fds, bus)
+
+    async def discard_template(self, template_dir: str, why: str) -> None:
+        await factory.discard(template_dir, why)
 
     async def connect_agent(self, vm: VmHandle, plan: SandboxPlan) -> AgentClient:
         assert isinstance(vm, vmm.Vm)

@@ -9,6 +9,8 @@ This is the I/O before the pure `pykata.plan.sandbox.plan_sandbox`.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import secrets
 import uuid
 from collections.abc import Mapping
@@ -23,13 +25,14 @@ from pykata.host import netns
 from pykata.host.cgroups import read_layout
 from pykata.host.config_files import load_config
 from pykata.host.facts import read_host_facts, read_sysfs_sizes
-from pykata.host.qemu_caps import qemu_devices
+from pykata.host.qemu_caps import binary_key, qemu_devices
 from pykata.plan.cgroups import spec_cgroups_path
 from pykata.plan.guest_spec import check_host_namespaces
 from pykata.plan.network import NetworkRequest, plan_network_request
 from pykata.plan.pci import vfio_groups
 from pykata.plan.sandbox import NetnsFacts, SandboxRequest, plan_sandbox
 from pykata.plan.sizing import limits_from_spec, workload_limits
+from pykata.plan.template import MANIFEST, READY, FileIds, TemplateKey
 from pykata.plan.vm import NO_LIMITS
 
 # For the shim, which reaches the host and the plans only through this layer.
@@ -77,6 +80,37 @@ def read_facts(sysfs_root: str | None = None) -> HostFacts:
     return facts
 
 
+def template_files(cfg: Config) -> FileIds | None:
+    """The identities a template's key holds: QEMU, the kernel and the initrd as they are
+    now (None: one cannot be read, so no template can be trusted)."""
+    hv = cfg.hypervisor
+    image = cfg.image.dir.rstrip("/") + "/image"
+    try:
+        return FileIds(binary_key(hv.path), binary_key(hv.kernel or f"{image}/vmlinuz"),
+                       binary_key(hv.initrd or f"{image}/initramfs.img"))
+    except OSError:
+        return None
+
+
+def template_on_disk(cfg: Config) -> TemplateKey | None:
+    """The key of the template in `template_path` (None: none, or its manifest is bad)."""
+    path = os.path.join(cfg.factory.template_path, READY, MANIFEST)
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    key = doc.get("key") if isinstance(doc, dict) else None
+    return TemplateKey.from_json(key) if isinstance(key, dict) else None
+
+
+def template_facts(cfg: Config) -> dict[str, Any]:
+    """The request's template fields; nothing is read while templating is off."""
+    if not cfg.factory.enable_template:
+        return {}
+    return {"template_files": template_files(cfg), "template_on_disk": template_on_disk(cfg)}
+
+
 def read_netns(network: NetworkRequest | None) -> NetnsFacts | None:
     if network is None:
         return None
@@ -101,15 +135,18 @@ def build_request(doc: Mapping[str, Any], *, cfg: Config | None = None,
         warnings += check_host_namespaces(doc, effective.runtime.allow_host_namespaces, source)
     network = plan_network_request(doc, effective.runtime.internetworking_model)
     hv = effective.hypervisor
+    templating = effective.factory.enable_template
     return SandboxRequest(
         sandbox_id=sandbox_id or uuid.uuid4().hex, config=effective,
         facts=facts or read_facts(),
-        devices=qemu_devices(hv.path, effective.image.dir) if resizable else frozenset(),
+        devices=(qemu_devices(hv.path, effective.image.dir) if resizable or templating
+                 else frozenset()),
         workload=workload if workload is not None else workload_limits(doc, source),
         resizable=resizable, vfio_groups=vfio_groups(doc, source),
         cgroups_path=spec_cgroups_path(doc, source), network=network,
         netns=read_netns(network), port_forward=pod,
-        guest_cid=random_guest_cid(), warnings=tuple(warnings), cgroup_layout=read_layout())
+        guest_cid=random_guest_cid(), warnings=tuple(warnings), cgroup_layout=read_layout(),
+        base_config=base, **template_facts(effective))
 
 
 def request_from_parts(cfg: Config, facts: HostFacts, sandbox_id: str | None = None, *,
@@ -122,4 +159,5 @@ def request_from_parts(cfg: Config, facts: HostFacts, sandbox_id: str | None = N
         sandbox_id or uuid.uuid4().hex, cfg, facts, devices=devices, workload=workload,
         resizable=resizable, vfio_groups=vfio_groups, cgroups_path=cgroups_path,
         network=network, netns=read_netns(network), port_forward=port_forward,
-        cgroup_layout=read_layout(), guest_cid=random_guest_cid(), warnings=tuple(cfg.warnings))
+        cgroup_layout=read_layout(), guest_cid=random_guest_cid(), warnings=tuple(cfg.warnings),
+        **template_facts(cfg))

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +23,7 @@ from pykata.domain.errors import (
     DuplicateId,
     HostError,
     ProtocolError,
+    PykataError,
     UnknownId,
     VmmError,
 )
@@ -36,13 +40,17 @@ from pykata.plan.vm import NO_LIMITS, VmPlan
 from pykata.protocol.pb import agent_pb2 as pb
 from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.effects import Cgroups, Effects, Network, RealEffects, VmHandle
+from pykata.sandbox.factory import INCOMING
 from pykata.sandbox.leftovers import record_pids
 from pykata.sandbox.placement import Placement
 from pykata.sandbox.request import request_from_parts
 from pykata.sandbox.resize import Resizer
 from pykata.sandbox.state import SandboxState, check_transition, require
 
+log = logging.getLogger(__name__)
+
 PLAN_FILE = "plan.json"  # the VM's plan, for `pykata inspect`
+RESEED_BYTES = 64  # host entropy for a clone's CRNG (256 bits would do)
 VM_EXIT_WAIT = 2.0  # a lost agent connection: how long QEMU's exit may lag behind it
 
 
@@ -149,18 +157,61 @@ class Sandbox:
                 if network else None)
 
     async def _boot_vm(self, net: Network | None) -> VmHandle:
-        """QEMU and virtiofsd up, QMP and the agent connected."""
+        """A clone of the template where the plan says so, else (or when that fails) a
+        cold boot: QEMU and virtiofsd up, QMP and the agent connected."""
+        if self.plan.boot == "clone" and (vm := await self._try_clone()) is not None:
+            return vm
+        return await self._start_vm(self._stack, net)
+
+    async def _try_clone(self) -> VmHandle | None:
+        """The template's RAM copied, QEMU started on it and its saved state restored, the
+        guest given fresh entropy and the host's clock. On failure everything of the clone
+        is undone and the plan falls back to a cold boot (a template that would not
+        restore is discarded, so the next start remakes it)."""
+        template = self.sandbox_plan.template
+        assert template is not None
+        stack = contextlib.AsyncExitStack()
+        restored = False
+        try:
+            ram = await self._fx.clone_ram(stack, template, self.cfg, self.state_dir)
+            restored = True  # from here on, a failure is the template's
+            vm = await self._start_vm(stack, None, ram)
+            agent = self.agent_client
+            await agent.reseed_random(os.urandom(RESEED_BYTES))
+            await agent.set_guest_time(time.time())
+        except (PykataError, OSError) as exc:
+            await stack.aclose()
+            self.vm = self._agent = None
+            if restored:
+                await self._fx.discard_template(template.dir, str(exc).splitlines()[0])
+            self._fall_back(f"the clone failed: {str(exc).splitlines()[0]}")
+            return None
+        self._stack.push_async_exit(stack)
+        return vm
+
+    def _fall_back(self, why: str) -> None:
+        assert self.sandbox_plan.fallback is not None
+        log.warning("sandbox %s: booting cold: %s", self.id, why)
+        cold = dataclasses.replace(self.sandbox_plan.fallback, boot_reason=why)
+        self.sandbox_plan = dataclasses.replace(self.sandbox_plan, vm=cold, template=None)
+        self.plan = cold
+        self._resizer = Resizer(cold.sizing, ResizeTarget(cold.vcpus, cold.memory_mib))
+        self._record_plan()
+
+    async def _start_vm(self, stack: contextlib.AsyncExitStack, net: Network | None,
+                        ram: int | None = None) -> VmHandle:
+        """Launch (with `net`'s taps, or a clone's `ram`), then QMP (and a clone's restore)
+        and the agent at once; the first failure ends the other (a QMP failure need not
+        wait out the agent's dial timeout). What exists is on `stack`."""
         devices, fds = net.qemu(self.plan.arch.bus) if net else ([], [])
-        vm = await self._fx.launch(self.sandbox_plan, self.shared_dir, devices, fds)
+        vm = await self._fx.launch(self.sandbox_plan, self.shared_dir, devices, fds, ram)
         self.vm = vm
-        self._stack.push_async_callback(vm.shutdown)
+        stack.push_async_callback(vm.shutdown)
         if net:
             net.close_fds()  # QEMU's now: the taps go when it exits
         record_pids(self.state_dir, {"qemu": vm.qemu.pid, "virtiofsd": vm.virtiofsd.pid})
-        # Both at once; the first failure ends the other (a QMP failure need not wait out
-        # the agent's dial timeout).
-        qmp = asyncio.ensure_future(vm.connect_qmp())
-        agent = asyncio.ensure_future(self._connect_agent(vm))
+        qmp = asyncio.ensure_future(self._connect_qmp(vm, ram is not None))
+        agent = asyncio.ensure_future(self._connect_agent(vm, stack))
         try:
             await asyncio.wait({qmp, agent}, return_when=asyncio.FIRST_EXCEPTION)
         finally:
@@ -173,11 +224,24 @@ class Sandbox:
         self._agent = agent.result()
         return vm
 
+    async def _connect_qmp(self, vm: VmHandle, restore: bool) -> None:
+        await vm.connect_qmp()
+        if restore:
+            await self._fx.restore(vm, os.path.join(self.state_dir, INCOMING))
+
+    @property
+    def agent_client(self) -> AgentClient:
+        """The agent while the sandbox starts (`agent` once it runs)."""
+        assert self._agent is not None
+        return self._agent
+
     async def _attach_pod(self, vm: VmHandle, net: Network | None) -> None:
         """The pod's part: its cgroups, the shared filesystem in the guest, its network
         and port-forward, and the vCPUs placed for its workload."""
         assert self.cgroups is not None and self._agent is not None
         self.cgroups.create(vm.qemu.pid, [vm.virtiofsd.pid, os.getpid()])
+        if self.plan.boot == "clone":
+            await self._plug_clone(vm, net)
         storage = pb.Storage(driver="virtiofs", source=SHARED_TAG, fstype="virtiofs",
                              mount_point=GUEST_SHARED_DIR)
         await self._agent.create_sandbox(
@@ -188,11 +252,22 @@ class Sandbox:
                 await self._fx.port_forward(self._stack, self._agent, self.sandbox_plan)
         await self._place_vcpus([self._workload])
 
+    async def _plug_clone(self, vm: VmHandle, net: Network | None) -> None:
+        """A clone gets by hotplug what a cold boot has from the start: the shared fs,
+        the pod's NICs, and the pod's boot size."""
+        fds = net.qemu(self.plan.arch.bus)[1] if net else []
+        await self._fx.plug_devices(vm, self.sandbox_plan, fds)
+        if net:
+            net.close_fds()
+        if self.plan.grow_to:
+            await self._resizer.grow(vm.qmp, self.agent_client, ResizeTarget(*self.plan.grow_to))
+
     def _record_plan(self) -> None:
         """What `pykata inspect` shows beside what it reads live."""
         s = self.plan.sizing
         doc = {"vcpus": s.vcpus, "max_vcpus": s.max_vcpus, "memory_mib": s.memory_mib,
-               "max_memory_mib": s.max_memory_mib,
+               "max_memory_mib": s.max_memory_mib, "boot": self.plan.boot,
+               "boot_reason": self.plan.boot_reason,
                "numa": self.plan.numa.to_json() if self.plan.numa else None,
                "devices": [d.to_json() for d in self.plan.passthrough]}
         with open(os.path.join(self.state_dir, PLAN_FILE), "w") as f:
@@ -226,9 +301,10 @@ class Sandbox:
         first = next(iter(done))
         return f"{waits[first]} exited (status {first.result()})"
 
-    async def _connect_agent(self, vm: VmHandle) -> AgentClient:
+    async def _connect_agent(self, vm: VmHandle, stack: contextlib.AsyncExitStack
+                             ) -> AgentClient:
         died = asyncio.ensure_future(vm.qemu.wait())
-        check = asyncio.ensure_future(self._dial_and_check(vm))
+        check = asyncio.ensure_future(self._dial_and_check(vm, stack))
         try:
             done, _ = await asyncio.wait({died, check}, timeout=self.cfg.agent.dial_timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -242,9 +318,10 @@ class Sandbox:
                f"health check failed: {check.exception()}")
         raise VmmError(f"agent did not come up: {why}\n{vm.failure_detail()}")
 
-    async def _dial_and_check(self, vm: VmHandle) -> AgentClient:
+    async def _dial_and_check(self, vm: VmHandle, stack: contextlib.AsyncExitStack
+                              ) -> AgentClient:
         client = await self._fx.connect_agent(vm, self.sandbox_plan)
-        self._stack.push_async_callback(client.close)
+        stack.push_async_callback(client.close)
         await client.check()
         return client
 

@@ -76,9 +76,10 @@ def virtiofsd_argv(daemon: str, fd: int, source: str, cache: str) -> list[str]:
 
 async def launch(plan: VmPlan, state_dir: str, shared_dir: str, fs_daemon: str,
                  fs_cache: str, devices: Sequence[QemuOption] = (),
-                 device_fds: Sequence[int] = ()) -> Vm:
+                 device_fds: Sequence[int] = (), ram_fd: int | None = None) -> Vm:
     """Start virtiofsd and QEMU; the caller owns the Vm and must `shutdown()` it.
-    `devices` are extra QEMU options on the inherited `device_fds` (network taps)."""
+    `devices` are extra QEMU options on the inherited `device_fds` (network taps);
+    `ram_fd`: a template's or clone's guest RAM (a memfd QEMU inherits)."""
     fs_listener = processes.listen_unix(plan.virtiofs_socket)
     qmp_listener = processes.listen_unix(f"{state_dir}/qmp.sock")
     inspect_listener = processes.listen_unix(f"{state_dir}/{INSPECT_SOCKET}")
@@ -92,12 +93,13 @@ async def launch(plan: VmPlan, state_dir: str, shared_dir: str, fs_daemon: str,
             f"{state_dir}/virtiofsd.log", [fs_listener.fileno()])
         argv = plan_qemu_argv(plan, qmp_listener.fileno(),
                               agent_listener.fileno() if agent_listener else None,
-                              inspect_listener.fileno(), devices)
+                              inspect_listener.fileno(), devices, ram_fd)
         log.debug("qemu argv: %s", argv)
         try:
             qemu = await processes.spawn(argv, f"{state_dir}/qemu.log",
                                          [*(s.fileno() for s in listeners[1:]),
-                                          *device_fds])
+                                          *device_fds,
+                                          *([ram_fd] if ram_fd is not None else [])])
         except BaseException:
             await processes.stop(virtiofsd, 0)
             raise
@@ -108,8 +110,6 @@ async def launch(plan: VmPlan, state_dir: str, shared_dir: str, fs_daemon: str,
         for sock in listeners:
             sock.close()
     return Vm(plan, state_dir, qemu, virtiofsd, qmp_sock, agent_sock)
-
-
 
 
 async def dial_vsock(cid: int, port: int, interval: float = 0.02

@@ -383,6 +383,12 @@ class RemoveProcessRequest(_message.Message):
     exec_id: str
     def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ...) -> None: ...
 
+class ReseedRandomDevRequest(_message.Message):
+    __slots__ = ["data"]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
 class ResumeContainerRequest(_message.Message):
     __slots__ = ["container_id"]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -402,6 +408,14 @@ class Route(_message.Message):
     gateway: str
     scope_link: bool
     def __init__(self, dest: _Optional[str] = ..., gateway: _Optional[str] = ..., device: _Optional[str] = ..., family: _Optional[int] = ..., scope_link: bool = ...) -> None: ...
+
+class SetGuestDateTimeRequest(_message.Message):
+    __slots__ = ["sec", "usec"]
+    SEC_FIELD_NUMBER: _ClassVar[int]
+    USEC_FIELD_NUMBER: _ClassVar[int]
+    sec: int
+    usec: int
+    def __init__(self, sec: _Optional[int] = ..., usec: _Optional[int] = ...) -> None: ...
 
 class SetupNetworkRequest(_message.Message):
     __slots__ = ["hostname", "interfaces", "resolv_conf", "routes"]

@@ -1,0 +1,191 @@
+"""The template factory: make a template VM, copy a clone's RAM from it, report, destroy.
+
+A template lives in `[factory] template_path` (layout in `pykata.plan.template`): `ready/`
+holds its RAM file, device state and manifest; `new/` is where one is made, renamed to
+`ready/` only once whole, so a half-made template is never used. Makers hold `lock`
+exclusively and cloners share it while they copy: a template is never replaced under a
+copy, and concurrent first starts make one template.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pykata.domain.config import Config
+from pykata.domain.errors import VmmError
+from pykata.plan.template import LOCK, MANIFEST, MEMORY, NEW, READY, STATE, TemplatePlan
+from pykata.sandbox.agent_client import AgentClient
+from pykata.sandbox.request import template_on_disk
+from pykata.transport.ttrpc_aio import TtrpcClient
+from pykata.vmm import clone
+from pykata.vmm import vm as vmm
+
+log = logging.getLogger(__name__)
+
+INCOMING = "incoming.state"  # a clone's copy of the template's device state
+
+
+@contextlib.asynccontextmanager
+async def _locked(template_dir: str, exclusive: bool) -> AsyncIterator[None]:
+    os.makedirs(template_dir, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(template_dir, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _ready(plan: TemplatePlan, cfg: Config) -> bool:
+    return template_on_disk(cfg) == plan.key
+
+
+async def clone_ram(plan: TemplatePlan, cfg: Config, state_dir: str) -> int:
+    """A memfd holding a copy of the template's RAM, and its device state copied to
+    `state_dir`; the template is made first when there is none or it is stale. The caller
+    closes the fd."""
+    for _ in range(2):
+        async with _locked(plan.dir, exclusive=False):
+            if _ready(plan, cfg):
+                return _copy_out(plan, state_dir)
+        await make_template(plan, cfg)
+    raise VmmError(f"template at {plan.dir}: made, but its key does not match")
+
+
+def _copy_out(plan: TemplatePlan, state_dir: str) -> int:
+    ready = os.path.join(plan.dir, READY)
+    size = plan.vm.sizing.memory_mib << 20
+    shutil.copyfile(os.path.join(ready, STATE), os.path.join(state_dir, INCOMING))
+    fd = clone.ram_memfd(f"pykata-{plan.vm.sandbox_id}", size)
+    try:
+        src = os.open(os.path.join(ready, MEMORY), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if os.fstat(src).st_size != size:
+                raise VmmError(f"template at {plan.dir}: memory file is not {size} bytes")
+            clone.copy_ram(src, fd, size)
+        finally:
+            os.close(src)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+async def make_template(plan: TemplatePlan, cfg: Config) -> dict[str, Any]:
+    """Boot the template VM, wait for its agent, pause it and save it. Does nothing when a
+    matching one appeared while this waited for the lock. Returns its manifest."""
+    async with _locked(plan.dir, exclusive=True):
+        if _ready(plan, cfg):
+            return read_manifest(plan.dir) or {}
+        work = os.path.join(plan.dir, NEW)
+        shutil.rmtree(work, ignore_errors=True)  # a maker that died half-way
+        os.mkdir(work, 0o700)
+        try:
+            started = time.monotonic()
+            written = await _boot_and_save(plan, cfg, work)
+            manifest = {"key": plan.key.to_json(), "vcpus": plan.vm.sizing.vcpus,
+                        "max_vcpus": plan.vm.sizing.max_vcpus,
+                        "memory_mib": plan.vm.sizing.memory_mib,
+                        "max_memory_mib": plan.vm.sizing.max_memory_mib,
+                        "ram_bytes": written, "created": time.time(),
+                        "seconds": round(time.monotonic() - started, 3)}
+            with open(os.path.join(work, MANIFEST), "w") as f:
+                json.dump(manifest, f, indent=2)
+            shutil.rmtree(os.path.join(plan.dir, READY), ignore_errors=True)
+            os.rename(work, os.path.join(plan.dir, READY))
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+    log.info("template made at %s in %.2f s (%d MiB of RAM)", plan.dir,
+             manifest["seconds"], written >> 20)
+    return manifest
+
+
+async def _boot_and_save(plan: TemplatePlan, cfg: Config, work: str) -> int:
+    """The template VM up, its agent answering, then paused and saved; its RAM file
+    written from the memfd, zero pages left as holes. Returns the bytes written."""
+    hv = cfg.hypervisor
+    size = plan.vm.sizing.memory_mib << 20
+    shared = os.path.join(work, "shared")  # virtiofsd's: no device uses it in a template
+    os.mkdir(shared, 0o700)
+    ram = clone.ram_memfd("pykata-template", size)
+    try:
+        vm = await vmm.launch(plan.vm, work, shared, hv.virtio_fs_daemon, hv.virtio_fs_cache,
+                              ram_fd=ram)
+        try:
+            await vm.connect_qmp()
+            agent = await _agent_up(vm, cfg.agent.dial_timeout)
+            try:
+                await clone.save_state(vm.qmp, os.path.join(work, STATE))
+            finally:
+                await agent.close()
+        finally:
+            await vm.shutdown()
+        for name in os.listdir(work):
+            if name.endswith(".sock"):
+                os.unlink(os.path.join(work, name))
+        os.rmdir(shared)
+        out = os.open(os.path.join(work, MEMORY), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(out, size)
+            return clone.copy_ram(ram, out, size)
+        finally:
+            os.close(out)
+    finally:
+        os.close(ram)
+
+
+async def _agent_up(vm: vmm.Vm, timeout: float) -> AgentClient:
+    """The agent answers a health check. The caller keeps the connection open while it
+    saves: the guest is saved with its host side connected, as a clone's will be."""
+    assert vm.agent_sock is not None  # a template's transport is virtio-serial
+    reader, writer = await asyncio.open_unix_connection(sock=vm.agent_sock)
+    client = AgentClient(TtrpcClient(reader, writer))
+    check = asyncio.ensure_future(client.check())
+    died = asyncio.ensure_future(vm.qemu.wait())
+    try:
+        done, _ = await asyncio.wait({check, died}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        check.cancel()
+        died.cancel()
+    if check not in done or check.cancelled() or check.exception() is not None:
+        await client.close()
+        why = "QEMU exited" if died in done else f"no answer in {timeout:g} s"
+        raise VmmError(f"template VM: agent did not come up: {why}\n{vm.failure_detail()}")
+    return client
+
+
+def read_manifest(template_dir: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(template_dir, READY, MANIFEST)) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+async def discard(template_dir: str, why: str) -> None:
+    """Remove a template a clone could not use, so that the next start makes a new one."""
+    log.warning("template at %s discarded: %s", template_dir, why)
+    async with _locked(template_dir, exclusive=True):
+        shutil.rmtree(os.path.join(template_dir, READY), ignore_errors=True)
+
+
+async def destroy(template_dir: str) -> bool:
+    """Remove the template and its directory; returns whether there was one. Safe while
+    clones run: each has its own copy of the RAM."""
+    if not os.path.isdir(template_dir):
+        return False
+    async with _locked(template_dir, exclusive=True):
+        shutil.rmtree(template_dir, ignore_errors=True)
+    return True
