@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from pykata.plan.template import LOCK
 from pykata.sandbox.leftovers import (
     HALF_MADE_GRACE_S,
     OWNER_FILE,
     STALE_SOCKET_S,
+    TEMPLATE_MARK,
     owner_gone,
     process_start_time,
     read_owner,
@@ -58,12 +60,14 @@ def test_sweep_removes_only_orphans(tmp_path: Path) -> None:
     recycled = _sandbox(tmp_path, "recycled", f"{os.getpid()} 1\n")
     young = _sandbox(tmp_path, "young", None)
     old = _sandbox(tmp_path, "old", None, age=HALF_MADE_GRACE_S + 5)
+    template = _sandbox(tmp_path, "template", None, age=HALF_MADE_GRACE_S + 5)
+    (template / TEMPLATE_MARK).write_text("")
     planned = sweep(str(tmp_path), dry_run=True)
     assert sorted(planned) == sorted(f"sandbox {n}: its owner is gone"
                                      for n in ("dead", "recycled", "old"))
     assert all(d.exists() for d in (live, dead, recycled, young, old))
     sweep(str(tmp_path))
-    assert live.exists() and young.exists()
+    assert live.exists() and young.exists() and template.exists()
     assert not dead.exists() and not recycled.exists() and not old.exists()
 
 
@@ -91,3 +95,7 @@ def test_sweep_removes_dead_shims_sockets(tmp_path: Path) -> None:
 
 def test_sweep_of_a_missing_root_is_nothing(tmp_path: Path) -> None:
     assert sweep(str(tmp_path / "none")) == []
+
+
+def test_the_template_mark_is_the_templates_lock() -> None:
+    assert TEMPLATE_MARK == LOCK

@@ -4,6 +4,7 @@ any step unwinds exactly what was done, containers share and unshare, teardown r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from pykata.domain.network import IpAddress
 from pykata.domain.spec import default_spec, parse_spec
 from pykata.plan.network import HostLink, NetworkRequest
 from pykata.plan.sandbox import NetnsFacts, SandboxPlan, SandboxRequest, plan_sandbox
+from pykata.plan.template import FileIds
 from pykata.sandbox.sandbox import Sandbox
 from pykata.sandbox.state import SandboxState
 
@@ -141,3 +143,64 @@ def test_a_dead_vm_is_seen(tmp_path: Path) -> None:
         await sandbox.stop()
 
     asyncio.run(main())
+
+
+def _clone_plan(tmp_path: Path) -> SandboxPlan:
+    """The same sandbox as `_plan`, templating on, a template there already."""
+    cfg = build_config([("t", {"runtime": {"state_dir": str(tmp_path / "state")},
+                               "factory": {"enable_template": True,
+                                           "template_path": str(tmp_path / "tpl")}})])
+    plan = _plan(tmp_path)
+    req = SandboxRequest("sb1", cfg, plan.facts, resizable=False,
+                         network=plan.network_request, netns=NetnsFacts(
+                             (HostLink(2, "eth0", "02:00:00:00:00:01", 1500, "veth", True),),
+                             ()),
+                         port_forward=True, template_files=FileIds("q", "k", "i"))
+    first = plan_sandbox(req)
+    assert first.template is not None
+    return plan_sandbox(dataclasses.replace(req, template_on_disk=first.template.key))
+
+
+CLONE_START = ["state dir", "share dir", "vfio check", "cgroups", "network", "clone ram",
+               "launch clone", "qmp connect", "agent connect", "restore", "agent check",
+               "agent reseed 64", "agent set time", "cgroups create 40001", "plug devices",
+               "taps to QEMU", "agent create_sandbox /run/pykata/shared",
+               "agent setup_network", "port forward", "vcpu threads", "cgroups update 0",
+               "cgroups place 1"]
+
+
+def test_a_clone_restores_then_gets_the_pods_devices(tmp_path: Path) -> None:
+    fx = FakeEffects()
+
+    async def main() -> None:
+        sandbox = Sandbox(_clone_plan(tmp_path), as_effects(fx))
+        await sandbox.start()
+        assert sandbox.plan.boot == "clone"
+        await sandbox.stop()
+
+    asyncio.run(main())
+    cut = fx.log.index("-port forward")
+    assert sorted(fx.log[:cut]) == sorted(CLONE_START)  # QMP and agent connect side by side
+    assert fx.log[:cut][-6:] == CLONE_START[-6:]
+    assert "-clone ram" in fx.log[cut:]
+
+
+@pytest.mark.parametrize(("failing", "discarded"), [("clone ram", False), ("restore", True),
+                                                    ("agent reseed", True)])
+def test_a_failed_clone_boots_cold(tmp_path: Path, failing: str, discarded: bool) -> None:
+    fx = FakeEffects(fail_at=failing)
+
+    async def main() -> None:
+        sandbox = Sandbox(_clone_plan(tmp_path), as_effects(fx))
+        await sandbox.start()
+        assert sandbox.plan.boot == "cold"
+        assert "the clone failed: injected failure" in sandbox.plan.boot_reason
+        assert sandbox.state is SandboxState.RUNNING
+        await sandbox.stop()
+
+    asyncio.run(main())
+    after = fx.log[fx.log.index(next(x for x in fx.log if x.startswith("FAILED"))):]
+    assert ("discard template" in after) is discarded
+    assert "launch" in after and "plug devices" not in after
+    if failing != "clone ram":
+        assert after.index("-vm") < after.index("launch")  # the clone's VM went first

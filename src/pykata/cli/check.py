@@ -125,6 +125,29 @@ def format_text(results: list[CheckResult], verbose: bool) -> str:
     return "\n".join(lines)
 
 
+def template_check(cfg: Config) -> CheckResult:
+    """The VM template: off, none yet, ready or stale (all of them runnable)."""
+    if not cfg.factory.enable_template:
+        return CheckResult("vm template", Status.PASS, "off: sandboxes boot cold",
+                           "[factory] enable_template = true starts them from a template")
+    from pykata.sandbox import factory
+
+    try:
+        doc = factory.status(cfg)
+    except PykataError as exc:
+        return CheckResult("vm template", Status.WARN, f"cannot be planned: {exc}",
+                           "sandboxes boot cold until this is fixed")
+    where = doc["path"]
+    if doc["state"] == "none":
+        return CheckResult("vm template", Status.PASS, f"none yet at {where}: made on first "
+                           "use", "`pykata factory init` makes it now")
+    if doc["state"] == "stale":
+        return CheckResult("vm template", Status.WARN, f"stale at {where} ({doc['changed']} "
+                           "changed): remade on next use", "`pykata factory init` remakes it")
+    return CheckResult("vm template", Status.PASS, f"ready at {where} "
+                       f"({doc['ram_file_bytes'] >> 20} MiB of RAM saved)")
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         cfg, broken = load_config(args.config), None
@@ -135,6 +158,7 @@ def main(args: argparse.Namespace) -> int:
     results = judge_host(report, read_image_report(cfg), cfg)
     if broken is not None:
         results = [broken if c.name == broken.name else c for c in results]
+    results.append(template_check(cfg))
     if args.boot and can_run(results):
         results.append(boot_check(cfg, report.facts))
     ok = can_run(results)

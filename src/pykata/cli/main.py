@@ -74,6 +74,17 @@ def _parser() -> argparse.ArgumentParser:
         "directories, dead shims' sockets. Live sandboxes are never touched.")
     cleanup.add_argument("--dry-run", action="store_true", help="say what would be removed")
 
+    fac = sub.add_parser(
+        "factory", help="the VM template sandboxes are cloned from",
+        description="Make (init), describe (status) or remove (destroy) the template VM that "
+        "sandboxes start from when [factory] enable_template is on.")
+    fsub = fac.add_subparsers(dest="factory_command", required=True)
+    for verb, what in (("init", "make the template (remade if stale)"),
+                       ("status", "whether there is a template, and whether it is current"),
+                       ("destroy", "remove the template (running clones are unaffected)")):
+        fsub.add_parser(verb, help=what).add_argument("--json", action="store_true",
+                                                      help="machine-readable output")
+
     env = sub.add_parser("env", help="effective configuration and host facts, for bug reports")
     env.add_argument("--json", action="store_true", help="JSON instead of TOML")
     _add_install_parser(sub)
@@ -147,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pykata.cli import cleanup
 
             return cleanup.main(args)
+        if args.command == "factory":
+            from pykata.cli import factory
+
+            return factory.main(args)
         if args.command == "env":
             from pykata.cli import env
 

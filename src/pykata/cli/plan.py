@@ -96,7 +96,11 @@ def _table(doc: dict[str, Any]) -> str:
             ("memory", f"{doc['memory_mib']} MiB (max {doc['max_memory_mib']} MiB)"),
             ("sizing", "static" if doc["static"] else "dynamic"),
             ("CPU hotplug", "yes" if doc["cpu_hotplug"] else "no"),
-            ("memory hotplug", doc["memory_hotplug"])]
+            ("memory hotplug", doc["memory_hotplug"]),
+            ("boot", f"{doc['boot']}: {doc['boot_reason']}")]
+    if doc["grow_to"]:
+        rows.append(("after restore", f"grow to {doc['grow_to']['vcpus']} vCPUs, "
+                     f"{doc['grow_to']['memory_mib']} MiB"))
     if "overhead" in doc:
         rows.insert(0, ("pod", doc["pod"] or "(no name)"))
         rows.append(("pod overhead", f"cpu {doc['overhead']['cpu']}, memory "

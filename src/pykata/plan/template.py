@@ -27,7 +27,7 @@ HOTPLUG_PARAM = "pykata.hotplug=" + ",".join(map(str, HOTPLUG_DEVICES))
 # The template directory: `ready/` holds the template in use, `new/` the one being made
 # (renamed to `ready/` once whole); `lock` serialises makers (exclusive) and cloners
 # (shared), and marks the directory as a template's for the orphan sweep.
-READY, NEW, LOCK = "ready", "new", "lock"
+READY, NEW, LOCK = "ready", "new", "template.lock"
 MEMORY, STATE, MANIFEST = "memory", "state", "manifest.json"
 # The fds `pykata plan` shows for the sockets QEMU inherits (the runtime's differ).
 SHOWN_FDS = {"qmp": 3, "agent": 4, "inspect": 5, "ram": 6}

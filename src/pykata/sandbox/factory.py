@@ -21,10 +21,26 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from pykata.domain.config import Config
-from pykata.domain.errors import VmmError
-from pykata.plan.template import LOCK, MANIFEST, MEMORY, NEW, READY, STATE, TemplatePlan
+from pykata.domain.errors import HostError, VmmError
+from pykata.host.qemu_caps import qemu_devices
+from pykata.plan.sandbox import plan_template_vm
+from pykata.plan.template import (
+    LOCK,
+    MANIFEST,
+    MEMORY,
+    NEW,
+    READY,
+    STATE,
+    TemplatePlan,
+    template_key,
+)
 from pykata.sandbox.agent_client import AgentClient
-from pykata.sandbox.request import template_on_disk
+from pykata.sandbox.request import (
+    read_facts,
+    request_from_parts,
+    template_files,
+    template_on_disk,
+)
 from pykata.transport.ttrpc_aio import TtrpcClient
 from pykata.vmm import clone
 from pykata.vmm import vm as vmm
@@ -163,6 +179,40 @@ async def _agent_up(vm: vmm.Vm, timeout: float) -> AgentClient:
         why = "QEMU exited" if died in done else f"no answer in {timeout:g} s"
         raise VmmError(f"template VM: agent did not come up: {why}\n{vm.failure_detail()}")
     return client
+
+
+def template_plan(cfg: Config) -> TemplatePlan:
+    """The template this configuration calls for (whether or not templating is on)."""
+    files = template_files(cfg)
+    if files is None:
+        hv = cfg.hypervisor
+        raise HostError(f"cannot read the QEMU binary ({hv.path}), kernel or initrd")
+    req = request_from_parts(cfg, read_facts(),
+                             devices=qemu_devices(cfg.hypervisor.path, cfg.image.dir))
+    vm = plan_template_vm(cfg, req)
+    return TemplatePlan(vm, template_key(vm, files))
+
+
+def status(cfg: Config) -> dict[str, Any]:
+    """What `pykata factory status` and `pykata check` say: "none", "ready" or "stale"
+    (and what changed), with the template's size and where its RAM file lies."""
+    path = cfg.factory.template_path
+    doc: dict[str, Any] = {"path": path, "enabled": cfg.factory.enable_template}
+    manifest = read_manifest(path)
+    on_disk = template_on_disk(cfg)
+    if manifest is None or on_disk is None:
+        return {**doc, "state": "none"}
+    changed = template_plan(cfg).key.differs(on_disk)
+    ready = os.path.join(path, READY)
+    try:
+        ram = os.stat(os.path.join(ready, MEMORY)).st_blocks * 512
+        state = os.stat(os.path.join(ready, STATE)).st_size
+    except OSError:
+        return {**doc, "state": "none"}
+    return {**doc, "state": "stale" if changed else "ready", "changed": changed,
+            "vcpus": manifest.get("vcpus"), "memory_mib": manifest.get("memory_mib"),
+            "ram_file_bytes": ram, "state_bytes": state, "created": manifest.get("created"),
+            "make_seconds": manifest.get("seconds")}
 
 
 def read_manifest(template_dir: str) -> dict[str, Any] | None:

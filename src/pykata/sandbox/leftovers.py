@@ -150,6 +150,11 @@ def clear_port_forward(state_dir: str) -> list[str]:
     return [f"{netns}: removed the port-forward redirect"]
 
 
+# pykata.plan.template.LOCK (not imported: the shim's one-shot start and delete sweep, and
+# must stay light): it marks a template's directory.
+TEMPLATE_MARK = "template.lock"
+
+
 def sweep(root: str, dry_run: bool = False) -> list[str]:
     """Clears every sandbox under the state root `root` whose owner is gone, and the sockets
     of dead shims; says what it did (with `dry_run`, what it would do). One sweeper at a
@@ -173,6 +178,8 @@ def sweep(root: str, dry_run: bool = False) -> list[str]:
 
 
 def _orphaned(state_dir: str) -> bool:
+    if os.path.exists(os.path.join(state_dir, TEMPLATE_MARK)):
+        return False  # a VM template under the state root: no sandbox, no owner
     owner = read_owner(state_dir)
     try:
         age = time.time() - os.stat(state_dir).st_mtime
