@@ -134,6 +134,16 @@ class FakeNetwork:
         return pb.SetupNetworkRequest()
 
 
+class FakeRam:
+    fd = 99
+
+    def __init__(self, fx: FakeEffects) -> None:
+        self.fx = fx
+
+    async def finish(self) -> None:
+        self.fx.step("ram copied")
+
+
 class FakeEffects:
     """`fail_at`: the step (a log line's prefix) that raises HostError when reached."""
 
@@ -187,10 +197,10 @@ class FakeEffects:
         return self.vm
 
     async def clone_ram(self, stack: contextlib.AsyncExitStack, template: TemplatePlan,
-                        cfg: Config, state_dir: str) -> int:
+                        cfg: Config, state_dir: str) -> FakeRam:
         self.step("clone ram")
         stack.callback(self.log.append, "-clone ram")
-        return 99
+        return FakeRam(self)
 
     async def restore(self, vm: FakeVm, state_file: str) -> None:
         self.step("restore")

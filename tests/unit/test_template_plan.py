@@ -42,7 +42,8 @@ def _plan(on_disk: TemplateKey | None = None, files: FileIds | None = FILES, *,
           cfg: Any = None, base: Any = None, **req: Any) -> SandboxPlan:
     cfg = cfg or _cfg()
     return plan_sandbox(SandboxRequest("sb1", cfg, req.pop("facts", FACTS),
-                                       devices=DEVICES, base_config=base, template_files=files,
+                                       devices=DEVICES, template_devices=DEVICES,
+                                       base_config=base, template_files=files,
                                        template_on_disk=on_disk, **req))
 
 

@@ -69,6 +69,7 @@ class SandboxRequest:
     warnings: tuple[str, ...] = ()   # from reading the request (config, annotations, spec)
     base_config: Config | None = None  # before annotations (None: `config`)
     template_files: FileIds | None = None  # what a template's key is made of, now
+    template_devices: frozenset[str] = frozenset()  # the QEMU binary's, for the template
     template_on_disk: TemplateKey | None = None  # the template there now (None: none)
 
 
@@ -177,5 +178,5 @@ def plan_template_vm(cfg: Config, req: SandboxRequest) -> VmPlan:
     """The template's VM under `cfg`: the defaults, resizable, with the QEMU binary's
     hotplug devices."""
     path = cfg.factory.template_path.rstrip("/")
-    base = plan_vm(cfg, req.facts, TEMPLATE_ID, f"{path}/new", devices=req.devices)
+    base = plan_vm(cfg, req.facts, TEMPLATE_ID, f"{path}/new", devices=req.template_devices)
     return template_vm(base, path)

@@ -88,6 +88,15 @@ class Network(Protocol):
     def request(self, req: NetworkRequest) -> pb.SetupNetworkRequest: ...
 
 
+class Ram(Protocol):
+    """A clone's RAM: a memfd QEMU inherits, filled while QEMU starts."""
+
+    @property
+    def fd(self) -> int: ...
+
+    async def finish(self) -> None: ...
+
+
 class Effects(Protocol):
     def make_state_dir(self, state_dir: str) -> None: ...
 
@@ -110,7 +119,7 @@ class Effects(Protocol):
                      fds: Sequence[int], ram: int | None = None) -> VmHandle: ...
 
     async def clone_ram(self, stack: contextlib.AsyncExitStack, template: TemplatePlan,
-                        cfg: Config, state_dir: str) -> int: ...
+                        cfg: Config, state_dir: str) -> Ram: ...
 
     async def restore(self, vm: VmHandle, state_file: str) -> None: ...
 
@@ -173,10 +182,10 @@ class RealEffects:
                                 hv.virtio_fs_cache, devices, fds, ram)
 
     async def clone_ram(self, stack: contextlib.AsyncExitStack, template: TemplatePlan,
-                        cfg: Config, state_dir: str) -> int:
-        fd = await factory.clone_ram(template, cfg, state_dir)
-        stack.callback(os.close, fd)  # QEMU holds its own once started
-        return fd
+                        cfg: Config, state_dir: str) -> Ram:
+        ram = await factory.clone_ram(template, cfg, state_dir)
+        stack.callback(ram.close)  # QEMU holds its own once started
+        return ram
 
     async def restore(self, vm: VmHandle, state_file: str) -> None:
         await clone.restore_state(vm.qmp, state_file)

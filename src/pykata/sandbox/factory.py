@@ -10,20 +10,22 @@ copy, and concurrent first starts make one template.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pykata.domain.config import Config
 from pykata.domain.errors import HostError, VmmError
 from pykata.host.qemu_caps import qemu_devices
-from pykata.plan.sandbox import plan_template_vm
+from pykata.plan.sandbox import SandboxRequest, plan_template_vm
 from pykata.plan.template import (
     LOCK,
     MANIFEST,
@@ -31,16 +33,12 @@ from pykata.plan.template import (
     NEW,
     READY,
     STATE,
+    TEMPLATE_ID,
     TemplatePlan,
     template_key,
 )
 from pykata.sandbox.agent_client import AgentClient
-from pykata.sandbox.request import (
-    read_facts,
-    request_from_parts,
-    template_files,
-    template_on_disk,
-)
+from pykata.sandbox.request import read_facts, template_files, template_on_disk
 from pykata.transport.ttrpc_aio import TtrpcClient
 from pykata.vmm import clone
 from pykata.vmm import vm as vmm
@@ -50,12 +48,25 @@ log = logging.getLogger(__name__)
 INCOMING = "incoming.state"  # a clone's copy of the template's device state
 
 
-@contextlib.asynccontextmanager
-async def _locked(template_dir: str, exclusive: bool) -> AsyncIterator[None]:
+_COPIER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ram-copy")
+
+
+async def _lock(template_dir: str, exclusive: bool) -> int:
+    """The template's lock, taken; closing the returned fd releases it."""
     os.makedirs(template_dir, mode=0o700, exist_ok=True)
     fd = os.open(os.path.join(template_dir, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.asynccontextmanager
+async def _locked(template_dir: str, exclusive: bool) -> AsyncIterator[None]:
+    fd = await _lock(template_dir, exclusive)
+    try:
         yield
     finally:
         os.close(fd)
@@ -65,35 +76,69 @@ def _ready(plan: TemplatePlan, cfg: Config) -> bool:
     return template_on_disk(cfg) == plan.key
 
 
-async def clone_ram(plan: TemplatePlan, cfg: Config, state_dir: str) -> int:
-    """A memfd holding a copy of the template's RAM, and its device state copied to
-    `state_dir`; the template is made first when there is none or it is stale. The caller
-    closes the fd."""
+@dataclasses.dataclass
+class RamCopy:
+    """A clone's RAM: the memfd, and the copy into it, which runs in a thread while QEMU
+    starts (its RAM is not read before the restored guest runs). `finish()` waits for the
+    copy and releases the template; `close()` (after QEMU has its own) closes the memfd."""
+
+    fd: int
+    copy: concurrent.futures.Future[int]
+    release: Callable[[], None]
+
+    async def finish(self) -> None:
+        try:
+            await asyncio.wrap_future(self.copy)
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.copy.result()  # never close the fd under the copying thread
+        self.release()
+        os.close(self.fd)
+
+
+async def clone_ram(plan: TemplatePlan, cfg: Config, state_dir: str) -> RamCopy:
+    """A memfd being filled with the template's RAM, and the template's device state copied
+    to `state_dir`; the template is made first when there is none or it is stale. The
+    template stays locked (shared) until the copy is done."""
     for _ in range(2):
-        async with _locked(plan.dir, exclusive=False):
+        lock = await _lock(plan.dir, exclusive=False)
+        try:
             if _ready(plan, cfg):
-                return _copy_out(plan, state_dir)
+                return _copy_out(plan, state_dir, lock)
+        except BaseException:
+            os.close(lock)
+            raise
+        os.close(lock)
         await make_template(plan, cfg)
     raise VmmError(f"template at {plan.dir}: made, but its key does not match")
 
 
-def _copy_out(plan: TemplatePlan, state_dir: str) -> int:
+def _copy_out(plan: TemplatePlan, state_dir: str, lock: int) -> RamCopy:
     ready = os.path.join(plan.dir, READY)
     size = plan.vm.sizing.memory_mib << 20
     shutil.copyfile(os.path.join(ready, STATE), os.path.join(state_dir, INCOMING))
-    fd = clone.ram_memfd(f"pykata-{plan.vm.sandbox_id}", size)
+    src = os.open(os.path.join(ready, MEMORY), os.O_RDONLY | os.O_CLOEXEC)
     try:
-        src = os.open(os.path.join(ready, MEMORY), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if os.fstat(src).st_size != size:
-                raise VmmError(f"template at {plan.dir}: memory file is not {size} bytes")
-            clone.copy_ram(src, fd, size)
-        finally:
-            os.close(src)
+        if os.fstat(src).st_size != size:
+            raise VmmError(f"template at {plan.dir}: memory file is not {size} bytes")
+        fd = clone.ram_memfd(f"pykata-{plan.vm.sandbox_id}", size)
     except BaseException:
-        os.close(fd)
+        os.close(src)
         raise
-    return fd
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            os.close(src)
+            os.close(lock)
+
+    copy = _COPIER.submit(clone.copy_extents, src, fd, size)
+    return RamCopy(fd, copy, release)
 
 
 async def make_template(plan: TemplatePlan, cfg: Config) -> dict[str, Any]:
@@ -187,8 +232,8 @@ def template_plan(cfg: Config) -> TemplatePlan:
     if files is None:
         hv = cfg.hypervisor
         raise HostError(f"cannot read the QEMU binary ({hv.path}), kernel or initrd")
-    req = request_from_parts(cfg, read_facts(),
-                             devices=qemu_devices(cfg.hypervisor.path, cfg.image.dir))
+    req = SandboxRequest(TEMPLATE_ID, cfg, read_facts(), template_devices=qemu_devices(
+        cfg.hypervisor.path, cfg.image.dir))
     vm = plan_template_vm(cfg, req)
     return TemplatePlan(vm, template_key(vm, files))
 

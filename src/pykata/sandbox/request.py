@@ -105,10 +105,12 @@ def template_on_disk(cfg: Config) -> TemplateKey | None:
 
 
 def template_facts(cfg: Config) -> dict[str, Any]:
-    """The request's template fields; nothing is read while templating is off."""
+    """The request's template fields; nothing is read while templating is off. The
+    template's devices are the QEMU binary's whatever the sandbox's own sizing uses."""
     if not cfg.factory.enable_template:
         return {}
-    return {"template_files": template_files(cfg), "template_on_disk": template_on_disk(cfg)}
+    return {"template_files": template_files(cfg), "template_on_disk": template_on_disk(cfg),
+            "template_devices": qemu_devices(cfg.hypervisor.path, cfg.image.dir)}
 
 
 def read_netns(network: NetworkRequest | None) -> NetnsFacts | None:
@@ -135,12 +137,10 @@ def build_request(doc: Mapping[str, Any], *, cfg: Config | None = None,
         warnings += check_host_namespaces(doc, effective.runtime.allow_host_namespaces, source)
     network = plan_network_request(doc, effective.runtime.internetworking_model)
     hv = effective.hypervisor
-    templating = effective.factory.enable_template
     return SandboxRequest(
         sandbox_id=sandbox_id or uuid.uuid4().hex, config=effective,
         facts=facts or read_facts(),
-        devices=(qemu_devices(hv.path, effective.image.dir) if resizable or templating
-                 else frozenset()),
+        devices=qemu_devices(hv.path, effective.image.dir) if resizable else frozenset(),
         workload=workload if workload is not None else workload_limits(doc, source),
         resizable=resizable, vfio_groups=vfio_groups(doc, source),
         cgroups_path=spec_cgroups_path(doc, source), network=network,

@@ -39,7 +39,7 @@ from pykata.plan.sizing import ResizeTarget
 from pykata.plan.vm import NO_LIMITS, VmPlan
 from pykata.protocol.pb import agent_pb2 as pb
 from pykata.sandbox.agent_client import AgentClient
-from pykata.sandbox.effects import Cgroups, Effects, Network, RealEffects, VmHandle
+from pykata.sandbox.effects import Cgroups, Effects, Network, Ram, RealEffects, VmHandle
 from pykata.sandbox.factory import INCOMING
 from pykata.sandbox.leftovers import record_pids
 from pykata.sandbox.placement import Placement
@@ -159,15 +159,15 @@ class Sandbox:
     async def _boot_vm(self, net: Network | None) -> VmHandle:
         """A clone of the template where the plan says so, else (or when that fails) a
         cold boot: QEMU and virtiofsd up, QMP and the agent connected."""
-        if self.plan.boot == "clone" and (vm := await self._try_clone()) is not None:
+        if self.plan.boot == "clone" and (vm := await self._try_clone(net)) is not None:
             return vm
         return await self._start_vm(self._stack, net)
 
-    async def _try_clone(self) -> VmHandle | None:
+    async def _try_clone(self, net: Network | None) -> VmHandle | None:
         """The template's RAM copied, QEMU started on it and its saved state restored, the
-        guest given fresh entropy and the host's clock. On failure everything of the clone
-        is undone and the plan falls back to a cold boot (a template that would not
-        restore is discarded, so the next start remakes it)."""
+        pod's devices hot-plugged, the guest given fresh entropy and the host's clock. On
+        failure everything of the clone is undone and the plan falls back to a cold boot
+        (a template that would not restore is discarded, so the next start remakes it)."""
         template = self.sandbox_plan.template
         assert template is not None
         stack = contextlib.AsyncExitStack()
@@ -175,7 +175,7 @@ class Sandbox:
         try:
             ram = await self._fx.clone_ram(stack, template, self.cfg, self.state_dir)
             restored = True  # from here on, a failure is the template's
-            vm = await self._start_vm(stack, None, ram)
+            vm = await self._start_vm(stack, net, ram)
             agent = self.agent_client
             await agent.reseed_random(os.urandom(RESEED_BYTES))
             await agent.set_guest_time(time.time())
@@ -187,6 +187,8 @@ class Sandbox:
             self._fall_back(f"the clone failed: {str(exc).splitlines()[0]}")
             return None
         self._stack.push_async_exit(stack)
+        if net:
+            net.close_fds()  # QEMU has its own
         return vm
 
     def _fall_back(self, why: str) -> None:
@@ -199,18 +201,20 @@ class Sandbox:
         self._record_plan()
 
     async def _start_vm(self, stack: contextlib.AsyncExitStack, net: Network | None,
-                        ram: int | None = None) -> VmHandle:
-        """Launch (with `net`'s taps, or a clone's `ram`), then QMP (and a clone's restore)
-        and the agent at once; the first failure ends the other (a QMP failure need not
-        wait out the agent's dial timeout). What exists is on `stack`."""
-        devices, fds = net.qemu(self.plan.arch.bus) if net else ([], [])
-        vm = await self._fx.launch(self.sandbox_plan, self.shared_dir, devices, fds, ram)
+                        ram: Ram | None = None) -> VmHandle:
+        """Launch (a clone on `ram`), then QMP (and a clone's restore and hotplug) and the
+        agent at once; the first failure ends the other (a QMP failure need not wait out
+        the agent's dial timeout). What exists is on `stack`. A cold boot's taps go to
+        QEMU in its argv, a clone's by hotplug."""
+        devices, fds = net.qemu(self.plan.arch.bus) if net and not ram else ([], [])
+        vm = await self._fx.launch(self.sandbox_plan, self.shared_dir, devices, fds,
+                                   ram.fd if ram else None)
         self.vm = vm
         stack.push_async_callback(vm.shutdown)
-        if net:
+        if net and not ram:
             net.close_fds()  # QEMU's now: the taps go when it exits
         record_pids(self.state_dir, {"qemu": vm.qemu.pid, "virtiofsd": vm.virtiofsd.pid})
-        qmp = asyncio.ensure_future(self._connect_qmp(vm, ram is not None))
+        qmp = asyncio.ensure_future(self._connect_qmp(vm, ram, net))
         agent = asyncio.ensure_future(self._connect_agent(vm, stack))
         try:
             await asyncio.wait({qmp, agent}, return_when=asyncio.FIRST_EXCEPTION)
@@ -224,10 +228,17 @@ class Sandbox:
         self._agent = agent.result()
         return vm
 
-    async def _connect_qmp(self, vm: VmHandle, restore: bool) -> None:
+    async def _connect_qmp(self, vm: VmHandle, ram: Ram | None, net: Network | None) -> None:
+        """QMP; for a clone, once its RAM is copied, the restore, then at once the devices
+        a cold boot has from the start (the shared fs and the pod's NICs): the guest probes
+        them while its agent answers."""
         await vm.connect_qmp()
-        if restore:
-            await self._fx.restore(vm, os.path.join(self.state_dir, INCOMING))
+        if ram is None:
+            return
+        await ram.finish()
+        await self._fx.restore(vm, os.path.join(self.state_dir, INCOMING))
+        fds = net.qemu(self.plan.arch.bus)[1] if net else []
+        await self._fx.plug_devices(vm, self.sandbox_plan, fds)
 
     @property
     def agent_client(self) -> AgentClient:
@@ -240,8 +251,8 @@ class Sandbox:
         and port-forward, and the vCPUs placed for its workload."""
         assert self.cgroups is not None and self._agent is not None
         self.cgroups.create(vm.qemu.pid, [vm.virtiofsd.pid, os.getpid()])
-        if self.plan.boot == "clone":
-            await self._plug_clone(vm, net)
+        if self.plan.grow_to:  # a clone, to the pod's boot size
+            await self._resizer.grow(vm.qmp, self._agent, ResizeTarget(*self.plan.grow_to))
         storage = pb.Storage(driver="virtiofs", source=SHARED_TAG, fstype="virtiofs",
                              mount_point=GUEST_SHARED_DIR)
         await self._agent.create_sandbox(
@@ -251,16 +262,6 @@ class Sandbox:
             if self.sandbox_plan.port_forward:
                 await self._fx.port_forward(self._stack, self._agent, self.sandbox_plan)
         await self._place_vcpus([self._workload])
-
-    async def _plug_clone(self, vm: VmHandle, net: Network | None) -> None:
-        """A clone gets by hotplug what a cold boot has from the start: the shared fs,
-        the pod's NICs, and the pod's boot size."""
-        fds = net.qemu(self.plan.arch.bus)[1] if net else []
-        await self._fx.plug_devices(vm, self.sandbox_plan, fds)
-        if net:
-            net.close_fds()
-        if self.plan.grow_to:
-            await self._resizer.grow(vm.qmp, self.agent_client, ResizeTarget(*self.plan.grow_to))
 
     def _record_plan(self) -> None:
         """What `pykata inspect` shows beside what it reads live."""
