@@ -140,6 +140,9 @@ class FakeRam:
     def __init__(self, fx: FakeEffects) -> None:
         self.fx = fx
 
+    def start(self) -> None:
+        self.fx.step("ram copy")
+
     async def finish(self) -> None:
         self.fx.step("ram copied")
 

@@ -259,8 +259,9 @@ class SandboxCgroups:
         vCPU threads). Place the vCPU threads afterwards."""
         if self.plan is None:
             return
-        with contextlib.suppress(OSError):
-            self.origin = parse_proc_cgroup(_read("/proc/self/cgroup"), self.plan.layout)
+        if not self.origin:  # a second VM (a failed clone's cold boot) keeps the first's
+            with contextlib.suppress(OSError):
+                self.origin = parse_proc_cgroup(_read("/proc/self/cgroup"), self.plan.layout)
         steps = plan_create(self.plan, qemu_pid, other_pids, cpuset, mems, vcpus)
         try:
             apply_steps(steps, self.created, self.record)

@@ -89,10 +89,12 @@ class Network(Protocol):
 
 
 class Ram(Protocol):
-    """A clone's RAM: a memfd QEMU inherits, filled while QEMU starts."""
+    """A clone's RAM: a memfd QEMU inherits, filled (`start`) while QEMU starts."""
 
     @property
     def fd(self) -> int: ...
+
+    def start(self) -> None: ...
 
     async def finish(self) -> None: ...
 

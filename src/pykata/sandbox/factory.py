@@ -78,23 +78,31 @@ def _ready(plan: TemplatePlan, cfg: Config) -> bool:
 
 @dataclasses.dataclass
 class RamCopy:
-    """A clone's RAM: the memfd, and the copy into it, which runs in a thread while QEMU
-    starts (its RAM is not read before the restored guest runs). `finish()` waits for the
+    """A clone's RAM: the memfd, and the copy into it, which `start()` runs in a thread
+    while QEMU starts (its RAM is not read before the restored guest runs); the pages are
+    charged to the memory cgroup of this process at that time. `finish()` waits for the
     copy and releases the template; `close()` (after QEMU has its own) closes the memfd."""
 
     fd: int
-    copy: concurrent.futures.Future[int]
+    src: int
+    size: int
     release: Callable[[], None]
+    copy: concurrent.futures.Future[int] | None = None
+
+    def start(self) -> None:
+        self.copy = _COPIER.submit(clone.copy_extents, self.src, self.fd, self.size)
 
     async def finish(self) -> None:
+        assert self.copy is not None, "the copy was never started"
         try:
             await asyncio.wrap_future(self.copy)
         finally:
             self.release()
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.copy.result()  # never close the fd under the copying thread
+        if self.copy is not None:
+            with contextlib.suppress(Exception):
+                self.copy.result()  # never close the fd under the copying thread
         self.release()
         os.close(self.fd)
 
@@ -137,8 +145,7 @@ def _copy_out(plan: TemplatePlan, state_dir: str, lock: int) -> RamCopy:
             os.close(src)
             os.close(lock)
 
-    copy = _COPIER.submit(clone.copy_extents, src, fd, size)
-    return RamCopy(fd, copy, release)
+    return RamCopy(fd, src, size, release)
 
 
 async def make_template(plan: TemplatePlan, cfg: Config) -> dict[str, Any]:

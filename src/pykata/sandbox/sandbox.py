@@ -202,10 +202,10 @@ class Sandbox:
 
     async def _start_vm(self, stack: contextlib.AsyncExitStack, net: Network | None,
                         ram: Ram | None = None) -> VmHandle:
-        """Launch (a clone on `ram`), then QMP (and a clone's restore and hotplug) and the
-        agent at once; the first failure ends the other (a QMP failure need not wait out
-        the agent's dial timeout). What exists is on `stack`. A cold boot's taps go to
-        QEMU in its argv, a clone's by hotplug."""
+        """Launch (a clone on `ram`, copied from here on), then QMP (and a clone's restore
+        and hotplug) and the agent at once; the first failure ends the other (a QMP
+        failure need not wait out the agent's dial timeout). What exists is on `stack`.
+        A cold boot's taps go to QEMU in its argv, a clone's by hotplug."""
         devices, fds = net.qemu(self.plan.arch.bus) if net and not ram else ([], [])
         vm = await self._fx.launch(self.sandbox_plan, self.shared_dir, devices, fds,
                                    ram.fd if ram else None)
@@ -214,6 +214,12 @@ class Sandbox:
         if net and not ram:
             net.close_fds()  # QEMU's now: the taps go when it exits
         record_pids(self.state_dir, {"qemu": vm.qemu.pid, "virtiofsd": vm.virtiofsd.pid})
+        # Into the pod's cgroups before the guest's RAM is touched (a boot) or written (a
+        # clone's copy, by this process): memory is charged where it is first allocated.
+        assert self.cgroups is not None
+        self.cgroups.create(vm.qemu.pid, [vm.virtiofsd.pid, os.getpid()])
+        if ram:
+            ram.start()
         qmp = asyncio.ensure_future(self._connect_qmp(vm, ram, net))
         agent = asyncio.ensure_future(self._connect_agent(vm, stack))
         try:
@@ -250,7 +256,6 @@ class Sandbox:
         """The pod's part: its cgroups, the shared filesystem in the guest, its network
         and port-forward, and the vCPUs placed for its workload."""
         assert self.cgroups is not None and self._agent is not None
-        self.cgroups.create(vm.qemu.pid, [vm.virtiofsd.pid, os.getpid()])
         if self.plan.grow_to:  # a clone, to the pod's boot size
             await self._resizer.grow(vm.qmp, self._agent, ResizeTarget(*self.plan.grow_to))
         storage = pb.Storage(driver="virtiofs", source=SHARED_TAG, fstype="virtiofs",
