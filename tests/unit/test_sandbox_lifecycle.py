@@ -185,10 +185,9 @@ def test_a_clone_restores_then_gets_the_pods_devices(tmp_path: Path) -> None:
     assert "-clone ram" in fx.log[cut:]
 
 
-@pytest.mark.parametrize(("failing", "discarded"), [
-    ("clone ram", False), ("ram copy", True), ("ram copied", True), ("restore", True),
-    ("plug devices", True), ("agent reseed", True)])
-def test_a_failed_clone_boots_cold(tmp_path: Path, failing: str, discarded: bool) -> None:
+@pytest.mark.parametrize("failing", ["clone ram", "ram copy", "ram copied", "restore",
+                                     "plug devices", "agent reseed"])
+def test_a_failed_clone_boots_cold(tmp_path: Path, failing: str) -> None:
     fx = FakeEffects(fail_at=failing)
 
     async def main() -> None:
@@ -201,7 +200,7 @@ def test_a_failed_clone_boots_cold(tmp_path: Path, failing: str, discarded: bool
 
     asyncio.run(main())
     after = fx.log[fx.log.index(next(x for x in fx.log if x.startswith("FAILED"))):]
-    assert ("discard template" in after) is discarded
+    assert "discard template" in after
     assert "launch" in after and "plug devices" not in after[1:]
     if failing != "clone ram":
         assert after.index("-vm") < after.index("launch")  # the clone's VM went first

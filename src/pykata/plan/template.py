@@ -87,7 +87,7 @@ def template_vm(base: VmPlan, template_dir: str) -> VmPlan:
     return dataclasses.replace(
         base, sandbox_id=TEMPLATE_ID, boot="template", template_dir=template_dir,
         kernel_params=(*base.kernel_params, HOTPLUG_PARAM),
-        virtiofs_socket="", console_log=f"{template_dir}/{NEW}/console.log", grow_to=None)
+        console_log=f"{template_dir}/{NEW}/console.log", grow_to=None)
 
 
 def template_argv(vm: VmPlan) -> list[str]:

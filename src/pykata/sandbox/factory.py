@@ -198,9 +198,6 @@ async def _boot_and_save(plan: TemplatePlan, cfg: Config, work: str) -> int:
                 await agent.close()
         finally:
             await vm.shutdown()
-        for name in os.listdir(work):
-            if name.endswith(".sock"):
-                os.unlink(os.path.join(work, name))
         os.rmdir(shared)
         out = os.open(os.path.join(work, MEMORY), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:

@@ -166,15 +166,13 @@ class Sandbox:
     async def _try_clone(self, net: Network | None) -> VmHandle | None:
         """The template's RAM copied, QEMU started on it and its saved state restored, the
         pod's devices hot-plugged, the guest given fresh entropy and the host's clock. On
-        failure everything of the clone is undone and the plan falls back to a cold boot
-        (a template that would not restore is discarded, so the next start remakes it)."""
+        failure everything of the clone is undone, the template is discarded (the next
+        start remakes it) and the plan falls back to a cold boot."""
         template = self.sandbox_plan.template
         assert template is not None
         stack = contextlib.AsyncExitStack()
-        restored = False
         try:
             ram = await self._fx.clone_ram(stack, template, self.cfg, self.state_dir)
-            restored = True  # from here on, a failure is the template's
             vm = await self._start_vm(stack, net, ram)
             agent = self.agent_client
             await agent.reseed_random(os.urandom(RESEED_BYTES))
@@ -182,8 +180,8 @@ class Sandbox:
         except (PykataError, OSError) as exc:
             await stack.aclose()
             self.vm = self._agent = None
-            if restored:
-                await self._fx.discard_template(template.dir, str(exc).splitlines()[0])
+            # Made but unusable, or badly copied: either way the next start remakes it.
+            await self._fx.discard_template(template.dir, str(exc).splitlines()[0])
             self._fall_back(f"the clone failed: {str(exc).splitlines()[0]}")
             return None
         self._stack.push_async_exit(stack)

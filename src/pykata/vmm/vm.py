@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,6 +68,15 @@ class Vm:
         for sock in (self.qmp_sock, self.agent_sock):
             if sock is not None:
                 sock.close()
+        for path in socket_paths(self.plan, self.state_dir):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # another VM may start in this state dir (a clone's fallback)
+
+
+def socket_paths(plan: VmPlan, state_dir: str) -> list[str]:
+    """The sockets `launch` binds: virtiofsd's, QMP's, inspect's, and the agent's."""
+    return [plan.virtiofs_socket, f"{state_dir}/qmp.sock", f"{state_dir}/{INSPECT_SOCKET}",
+            *([f"{state_dir}/agent.sock"] if plan.transport == "virtio-serial" else [])]
 
 
 def virtiofsd_argv(daemon: str, fd: int, source: str, cache: str) -> list[str]:
@@ -80,13 +90,10 @@ async def launch(plan: VmPlan, state_dir: str, shared_dir: str, fs_daemon: str,
     """Start virtiofsd and QEMU; the caller owns the Vm and must `shutdown()` it.
     `devices` are extra QEMU options on the inherited `device_fds` (network taps);
     `ram_fd`: a template's or clone's guest RAM (a memfd QEMU inherits)."""
-    fs_listener = processes.listen_unix(plan.virtiofs_socket)
-    qmp_listener = processes.listen_unix(f"{state_dir}/qmp.sock")
-    inspect_listener = processes.listen_unix(f"{state_dir}/{INSPECT_SOCKET}")
-    agent_listener = (processes.listen_unix(f"{state_dir}/agent.sock")
-                      if plan.transport == "virtio-serial" else None)
-    listeners = [s for s in (fs_listener, qmp_listener, inspect_listener, agent_listener)
-                 if s is not None]
+    listeners = [processes.listen_unix(path) for path in socket_paths(plan, state_dir)]
+    fs_listener, qmp_listener = listeners[0], listeners[1]
+    inspect_listener = listeners[2]
+    agent_listener = listeners[3] if len(listeners) > 3 else None
     try:
         virtiofsd = await processes.spawn(
             virtiofsd_argv(fs_daemon, fs_listener.fileno(), shared_dir, fs_cache),
