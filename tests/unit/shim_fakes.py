@@ -203,13 +203,13 @@ class FakeSandbox:
         self._agent.proc(cid)
         return self.warnings
 
-    async def remove_container(self, cid: str) -> None:
+    async def remove_container(self, cid: str, in_guest: bool = True) -> None:
         if cid not in self.containers:
             if self.state is SandboxState.RUNNING:
                 raise PykataError(f"no container {cid!r} in sandbox {self.id}")
             return
         try:
-            if self.state is SandboxState.RUNNING:
+            if self.state is SandboxState.RUNNING and in_guest:
                 await self._agent.remove_container(cid)
         finally:
             del self.containers[cid]

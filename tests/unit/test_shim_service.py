@@ -106,17 +106,26 @@ def test_delete_of_a_created_task_kills_it(tmp_path: Path) -> None:
 
 def test_delete_can_be_retried_after_the_guest_failed_to_remove(tmp_path: Path) -> None:
     async def body(shim: Shim) -> None:
+        await shim.create("c1")  # never started: the guest must remove (kill) it
+        shim.agent.remove_errors.append(
+            RpcError("RemoveContainer", DEADLINE_EXCEEDED, "no answer within 10s"))
+        await rpc_error(DEADLINE_EXCEEDED, shim.delete("c1"))
+        assert (await shim.delete("c1")).exit_status == 128 + 9
+        assert shim.events.topics[-1] == "/tasks/delete"
+        await shim.service.Shutdown(pb.ShutdownRequest(id="c1"))
+        assert shim.service.shutdown_requested.is_set()
+    scenario(tmp_path, body)
+
+
+def test_the_last_exited_task_of_a_sandbox_is_not_removed_in_the_guest(tmp_path: Path
+                                                                         ) -> None:
+    async def body(shim: Shim) -> None:
         await shim.create("c1")
         await shim.start("c1")
         shim.agent.finish("c1", status=0)
         await shim.wait("c1")
-        shim.agent.remove_errors.append(
-            RpcError("RemoveContainer", DEADLINE_EXCEEDED, "no answer within 10s"))
-        await rpc_error(DEADLINE_EXCEEDED, shim.delete("c1"))
         assert (await shim.delete("c1")).exit_status == 0
-        assert shim.events.topics[-1] == "/tasks/delete"
-        await shim.service.Shutdown(pb.ShutdownRequest(id="c1"))
-        assert shim.service.shutdown_requested.is_set()
+        assert shim.agent.called("remove_container") == []  # the VM goes at Shutdown
     scenario(tmp_path, body)
 
 

@@ -128,11 +128,12 @@ def unservable(pod: VmPlan, template: VmPlan, nics: int) -> str | None:
 
 def plan_clone(pod: VmPlan, template: VmPlan, reason: str) -> VmPlan:
     """The template's VM as this sandbox's: its own sockets and console, the pod's
-    defaults for later resizes, and the pod's boot size to grow to after the restore."""
+    defaults for later resizes (none when the pod is sized statically, as a cold boot
+    would be), and the pod's boot size to grow to after the restore."""
     sizing = dataclasses.replace(
         template.sizing, default_vcpus=pod.sizing.default_vcpus,
         default_memory_mib=pod.sizing.default_memory_mib, warnings=pod.sizing.warnings,
-        reasons=pod.sizing.reasons)
+        reasons=pod.sizing.reasons, static=pod.sizing.static)
     grow = (pod.sizing.vcpus, pod.sizing.memory_mib)
     return dataclasses.replace(
         template, sandbox_id=pod.sandbox_id, boot="clone", boot_reason=reason,

@@ -8,6 +8,7 @@ CPUs and memory and to wait until the guest sees the new size. A static VM never
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,18 +52,20 @@ class Resizer:
 
     async def grow(self, qmp: hotplug.Qmp, agent: AgentClient,
                    target: ResizeTarget) -> ResizeTarget:
-        """Straight to `target` (a clone's boot size), whatever the containers ask."""
+        """Straight to `target` (a clone's boot size), whatever the containers ask; also
+        for a VM sized statically from then on."""
         async with self.lock:
-            return await self._resize(qmp, agent, target)
+            return await self._resize(qmp, agent, target, static_ok=True)
 
     async def _resize(self, qmp: hotplug.Qmp, agent: AgentClient,
-                      target: ResizeTarget) -> ResizeTarget:
+                      target: ResizeTarget, static_ok: bool = False) -> ResizeTarget:
         if not self.block_mib:
             details = await agent.guest_details()
             self.block_mib = (details.mem_block_size_bytes // MIB) or HOTPLUG_BLOCK_MIB
             self.seen = (self.size.memory_mib, details.mem_total_bytes)
         state = await hotplug.read_state(qmp, self.block_mib)
-        plan = plan_hotplug(self.sizing, state, target, self.numa)
+        sizing = dataclasses.replace(self.sizing, static=False) if static_ok else self.sizing
+        plan = plan_hotplug(sizing, state, target, self.numa)
         reasons = target.reasons + plan.reasons
         if not plan.steps:
             self.size = ResizeTarget(plan.vcpus, plan.memory_mib, reasons)

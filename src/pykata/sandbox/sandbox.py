@@ -370,17 +370,18 @@ class Sandbox:
         self._fx.remove_dir(os.path.join(self.shared_dir, c.id))
         self.containers.pop(c.id, None)
 
-    async def remove_container(self, cid: str) -> None:
+    async def remove_container(self, cid: str, in_guest: bool = True) -> None:
         """Remove the container in the guest (killing what is left of it), then its shares.
         The shares go even when the guest call fails. A VM that died took the container
-        with it: that is no error, even before its watcher has stopped the sandbox."""
+        with it: that is no error, even before its watcher has stopped the sandbox.
+        `in_guest=False`: only the shares (the VM is about to stop)."""
         container = self.containers.get(cid)
         if container is None and self.state is not SandboxState.RUNNING:
             return  # stopping the sandbox removed it
         if container is None:
             raise UnknownId("container", cid, f"sandbox {self.id}")
         try:
-            if self.state is SandboxState.RUNNING:
+            if self.state is SandboxState.RUNNING and in_guest:
                 await self.agent.remove_container(cid)
         except ProtocolError:
             if not await self._vm_exited():

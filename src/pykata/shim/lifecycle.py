@@ -159,10 +159,13 @@ class LifecycleVerbs(ServiceCore):
             return self._delete_response(proc)
         proc.require("Delete", CREATED, STOPPED)
         assert self.sandbox is not None
+        # The sandbox's own task, exited, and the last: the VM goes with the shim's
+        # Shutdown next, so the guest need not tidy up (crun delete, a resize) first.
+        last = r.id == self.sandbox.id and len(self.tasks) == 1 and proc.status is STOPPED
         try:
             # A Delete whose guest call failed already dropped it; a retry must succeed.
             if r.id in self.sandbox.containers:
-                await self.sandbox.remove_container(r.id)
+                await self.sandbox.remove_container(r.id, in_guest=not last)
         finally:
             unmount_rootfs(task)
         if not proc.exited.is_set():  # created, never started: removal killed it
@@ -175,7 +178,8 @@ class LifecycleVerbs(ServiceCore):
             if p.record_exit(128 + signal.SIGKILL):
                 self._exited(p)
         self.tasks.remove(r.id)
-        await self._resize_quietly()
+        if not last:
+            await self._resize_quietly()
         event = ev.TaskDelete(container_id=r.id, pid=self.vm_pid,
                               exit_status=proc.exit_status, id=r.id)
         event.exited_at.FromNanoseconds(proc.exited_at_ns)
