@@ -12,7 +12,8 @@ private pykata state dir runs three phases:
 After each phase (once things have had `--settle` seconds to go) and at the end it counts
 what was left, by kind: processes naming its dirs (QEMU, virtiofsd, shims), mounts under
 them, sandbox state dirs, host cgroups of its containers, pykata taps and tc ingress
-state, shim sockets in <state_dir>/s, files in <state_dir>/template, tasks and containers
+state, shim sockets in <state_dir>/s, a half-made VM template (<state_dir>/.template/new;
+the template itself stays, by design), tasks and containers
 still listed, and unreaped children. Every failure is reported with its error; the run
 goes on. Exit status 1 if anything was left or failed.
 
@@ -274,7 +275,7 @@ def census(soak: Soak) -> dict[str, list[str]]:
                                 else (argv or ["?"])[0])
         procs.append(f"{prog} pid {pid}: {' '.join(argv)[:200]}")
     dirs = sorted(str(p) for p in state.iterdir()
-                  if p.is_dir() and p.name not in ("s", "template")) if state.is_dir() else []
+                  if p.is_dir() and p.name not in ("s", ".template")) if state.is_dir() else []
     taps, tc = net_leftovers()
     records = []
     for what in ("task", "container"):
@@ -285,7 +286,7 @@ def census(soak: Soak) -> dict[str, list[str]]:
     return {
         "processes": procs, "mounts": mounts_under(soak.base), "state dirs": dirs,
         "cgroups": cgroup_leftovers(ctrd.namespace, soak.ids), "taps": taps, "tc": tc,
-        "sockets": files_in(state / "s"), "template files": files_in(state / "template"),
+        "sockets": files_in(state / "s"), "template files": files_in(state / ".template" / "new"),
         "ctr records": records, "zombies": zombies,
     }
 
@@ -519,7 +520,7 @@ def reap(base: Path, state_dir: Path) -> None:
         from pykata.sandbox.leftovers import clear_sandbox
 
         for d in state_dir.iterdir():
-            if d.is_dir() and d.name not in ("s", "template"):
+            if d.is_dir() and d.name not in ("s", ".template"):
                 clear_sandbox(str(d))
     for _ in range(3):
         for mp in sorted(mounts_under(base), key=lambda p: -p.count("/")):

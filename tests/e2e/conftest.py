@@ -12,7 +12,7 @@ from pathlib import Path
 
 import netns_support
 import pytest
-from e2e_support import IMAGE_DIR, Pykata, leftovers, missing_reason
+from e2e_support import IMAGE_DIR, TEMPLATE, Pykata, leftovers, missing_reason, remove_template
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +25,8 @@ def pykata(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pykata]:
     env = Pykata(conf_dir / "configuration.toml", state_dir, IMAGE_DIR)
     env.write_config()
     yield env
-    left = leftovers(state_dir)
+    remove_template(state_dir)
+    left = leftovers(state_dir) + [f"file {p}" for p in state_dir.glob(TEMPLATE)]
     shutil.rmtree(state_dir, ignore_errors=True)
     assert not left, f"sandboxes left things behind: {left}"
 

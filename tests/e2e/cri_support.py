@@ -700,7 +700,8 @@ class CriHarness:
         if self.ctrd.pod_netns_dir.exists():
             found += [f"pod netns {p}" for p in self.ctrd.pod_netns_dir.iterdir()]
         if self.state_dir.exists():
-            found += [f"sandbox dir {p}" for p in self.state_dir.iterdir() if p.name != "s"]
+            found += [f"sandbox dir {p}" for p in self.state_dir.iterdir()
+                      if p.name not in ("s", e2e_support.TEMPLATE)]
             found += [f"shim socket {p}" for p in self.state_dir.glob("s/*")]
         return found
 

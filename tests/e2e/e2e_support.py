@@ -9,6 +9,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 IMAGE_DIR = Path(os.environ.get("PYKATA_TEST_IMAGE_DIR", "/var/lib/pykata"))
+TEMPLATE = ".template"  # the VM template's directory in a state dir, by default
+
+
+def sandbox_dirs(state_dir: Path) -> set[Path]:
+    """The sandboxes' state dirs below `state_dir` (not the template's)."""
+    return {p for p in state_dir.iterdir() if p.name != TEMPLATE}
+
+
+def remove_template(state_dir: Path) -> None:
+    """The default template below `state_dir`, as `pykata factory destroy` removes it."""
+    import asyncio
+
+    from pykata.sandbox import factory
+
+    asyncio.run(factory.destroy(str(state_dir / TEMPLATE)))
 
 
 def missing_reason() -> str | None:
@@ -56,8 +71,8 @@ def leftovers(state_dir: Path) -> list[str]:
             found.append(f"process {proc.name}: {cmdline[:120]}")
     with open("/proc/self/mountinfo") as f:
         found += [f"mount {line.split()[4]}" for line in f if str(state_dir) in line.split()[4]]
-    if state_dir.exists():
-        found += [f"file {p}" for p in state_dir.iterdir()]
+    if state_dir.exists():  # the VM template sandboxes start from is no sandbox's
+        found += [f"file {p}" for p in state_dir.iterdir() if p.name != TEMPLATE]
     return found
 
 

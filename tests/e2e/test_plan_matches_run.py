@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _normalized(argv: list[str], sandbox_id: str) -> list[str]:
-    return [re.sub(r"fd=\d+", "fd=N", arg.replace(sandbox_id, "ID")) for arg in argv]
+    return [re.sub(r"fd[=/]\d+", "fd=N", arg.replace(sandbox_id, "ID")) for arg in argv]
 
 
 def _id(argv: list[str]) -> str:
@@ -39,7 +39,8 @@ def _qemu_cmdline(state_dir: Path, timeout: float = 60) -> tuple[str, list[str]]
             except OSError:
                 continue
             argv = raw.decode().split("\0")[:-1]
-            if argv and argv[0].endswith("qemu-system-x86_64") and str(state_dir) in raw.decode():
+            if argv and argv[0].endswith("qemu-system-x86_64") and str(state_dir) in raw.decode() \
+                    and _id(argv) != "template":  # the VM template, made on first use
                 return _id(argv), argv
         time.sleep(0.1)
     raise AssertionError("no QEMU started")

@@ -4,6 +4,7 @@ answers, a full state directory. After each, nothing of the sandbox is left on t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import Pykata, leftovers
+from e2e_support import Pykata, leftovers, sandbox_dirs
 
 pytestmark = pytest.mark.e2e
 
@@ -69,9 +70,20 @@ def test_a_second_signal_kills_the_vm(pykata: Pykata) -> None:
     assert leftovers(pykata.state_dir) == []
 
 
+def _qemu_started(state_dir: Path) -> bool:
+    for pid in _processes_of(state_dir):
+        with contextlib.suppress(OSError):
+            if b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+    return False
+
+
 def test_a_signal_during_boot_stops_the_run(pykata: Pykata) -> None:
     proc = _start(pykata, "true")
-    time.sleep(1.0)  # QEMU is up, the guest still boots
+    deadline = time.monotonic() + 60
+    while not _qemu_started(pykata.state_dir):  # QEMU is up, the guest not yet serving
+        assert proc.poll() is None and time.monotonic() < deadline, "no QEMU came up"
+        time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM
@@ -82,10 +94,10 @@ def test_sigkill_leaves_no_vm_and_cleanup_removes_the_rest(pykata: Pykata) -> No
     survivor = _start(pykata, "sh", "-c", "echo ready; exec sleep 1000")
     try:
         _wait_ready(survivor)
-        before = set(pykata.state_dir.iterdir())
+        before = sandbox_dirs(pykata.state_dir)
         victim = _start(pykata, "sh", "-c", "echo ready; exec sleep 1000")
         _wait_ready(victim)
-        (sandbox,) = set(pykata.state_dir.iterdir()) - before
+        (sandbox,) = sandbox_dirs(pykata.state_dir) - before
         assert len(_processes_of(sandbox)) >= 2  # QEMU and virtiofsd
         victim.kill()
         victim.wait(timeout=30)
@@ -101,7 +113,7 @@ def test_sigkill_leaves_no_vm_and_cleanup_removes_the_rest(pykata: Pykata) -> No
         done = pykata.run("cleanup")
         assert b"its owner is gone" in done.stdout and b"unmounted" in done.stdout, done.stdout
         assert not sandbox.exists()
-        assert survivor.poll() is None and len(list(pykata.state_dir.iterdir())) == 1, \
+        assert survivor.poll() is None and len(sandbox_dirs(pykata.state_dir)) == 1, \
             "cleanup touched a live sandbox"
     finally:
         survivor.send_signal(signal.SIGINT)

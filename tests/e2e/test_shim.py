@@ -148,7 +148,8 @@ class ShimEnv:
         found += containerd_support.leftovers(self.base, self.ctrd.base,
                                               exclude=[self.ctrd.pid or 0])
         if self.state_dir.exists():
-            found += [f"sandbox dir {p}" for p in self.state_dir.iterdir() if p.name != "s"]
+            found += [f"sandbox dir {p}" for p in self.state_dir.iterdir()
+                      if p.name not in ("s", e2e_support.TEMPLATE)]
             found += [f"shim socket {p}" for p in self.state_dir.glob("s/*")]
         return found
 
@@ -509,8 +510,8 @@ def test_host_cgroups_follow_the_cgroups_path(env: ShimEnv) -> None:
     with removed_after(env, "cg1"):
         env.run("-d", IMAGE_REF, "cg1", "sleep", "1000")
         [qemu], [shim] = env.qemu_pids(), env.shim_pids()
-        argv = Path(f"/proc/{qemu}/cmdline").read_bytes().split(b"\0")
-        vcpus = int(argv[argv.index(b"-smp") + 1].split(b",")[0])
+        # The VM's vCPUs once started (a clone's hot-plugged ones too), as it recorded them.
+        vcpus = json.loads((env.state_dir / "cg1" / "plan.json").read_text())["vcpus"]
         where = [_cpu_cgroups(qemu, int(tid)) for tid in os.listdir(f"/proc/{qemu}/task")]
         assert sorted(where) == sorted([(sandbox, sandbox)] * vcpus
                                        + [("/pykata_overhead/cg1",) * 2] * (len(where) - vcpus))

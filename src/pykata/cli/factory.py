@@ -14,12 +14,13 @@ import time
 from typing import Any
 
 from pykata.host.config_files import load_config
+from pykata.plan.template import template_dir
 from pykata.sandbox import factory
 
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    path = cfg.factory.template_path
+    path = template_dir(cfg)
     if args.factory_command == "init":
         plan = factory.template_plan(cfg)
         doc: dict[str, Any] = {"path": path, **asyncio.run(factory.make_template(plan, cfg))}

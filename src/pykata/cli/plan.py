@@ -99,8 +99,7 @@ def _table(doc: dict[str, Any]) -> str:
             ("memory hotplug", doc["memory_hotplug"]),
             ("boot", f"{doc['boot']}: {doc['boot_reason']}")]
     if doc["grow_to"]:
-        rows.append(("after restore", f"grow to {doc['grow_to']['vcpus']} vCPUs, "
-                     f"{doc['grow_to']['memory_mib']} MiB"))
+        rows.append(("after restore", "hot-plugged up to that size"))
     if "overhead" in doc:
         rows.insert(0, ("pod", doc["pod"] or "(no name)"))
         rows.append(("pod overhead", f"cpu {doc['overhead']['cpu']}, memory "

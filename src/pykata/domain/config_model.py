@@ -232,12 +232,13 @@ class ImageConfig:
 
 @dataclass(frozen=True)
 class FactoryConfig:
-    enable_template: bool = field(default=False, metadata=_spec(
+    enable_template: bool = field(default=True, metadata=_spec(
         "Start sandboxes from a clone of a pre-booted, paused template VM (made on first "
         "use, or by `pykata factory init`); a sandbox the template cannot serve boots cold."))
-    template_path: str = field(default="/run/pykata/template", metadata=_spec(
-        "Where the template lives: its memory file, device state and manifest.",
-        check=_absolute))
+    template_path: str = field(default="", metadata=_spec(
+        "Where the template lives: its RAM file, device state and manifest. Empty: "
+        "`<runtime.state_dir>/.template` (a name no sandbox id can take).",
+        check=_absolute_or_empty))
 
 
 @dataclass(frozen=True)

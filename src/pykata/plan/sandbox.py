@@ -33,6 +33,7 @@ from pykata.plan.template import (
     TemplateKey,
     TemplatePlan,
     plan_boot,
+    template_dir,
     template_vm,
 )
 from pykata.plan.vm import NO_LIMITS, VmPlan, plan_qemu_argv, plan_vm
@@ -108,9 +109,10 @@ class SandboxPlan:
 
     def to_json(self) -> dict[str, Any]:
         s, vm = self.vm.sizing, self.vm
+        vcpus, memory = vm.start_size
         return {
-            "vcpus": s.vcpus, "max_vcpus": s.max_vcpus,
-            "memory_mib": s.memory_mib, "max_memory_mib": s.max_memory_mib,
+            "vcpus": vcpus, "max_vcpus": s.max_vcpus,
+            "memory_mib": memory, "max_memory_mib": s.max_memory_mib,
             "static": s.static, "memory_hotplug": s.memory_hotplug,
             "cpu_hotplug": s.cpu_hotplug,
             "boot": vm.boot, "boot_reason": vm.boot_reason,
@@ -177,6 +179,6 @@ def plan_sandbox(req: SandboxRequest) -> SandboxPlan:
 def plan_template_vm(cfg: Config, req: SandboxRequest) -> VmPlan:
     """The template's VM under `cfg`: the defaults, resizable, with the QEMU binary's
     hotplug devices."""
-    path = cfg.factory.template_path.rstrip("/")
+    path = template_dir(cfg)
     base = plan_vm(cfg, req.facts, TEMPLATE_ID, f"{path}/new", devices=req.template_devices)
     return template_vm(base, path)

@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pykata.domain.config import Config
 from pykata.plan.vm import NIC_PORTS, VmPlan, plan_qemu_argv
 
 TEMPLATE_ID = "template"
@@ -31,6 +32,13 @@ READY, NEW, LOCK = "ready", "new", "template.lock"
 MEMORY, STATE, MANIFEST = "memory", "state", "manifest.json"
 # The fds `pykata plan` shows for the sockets QEMU inherits (the runtime's differ).
 SHOWN_FDS = {"qmp": 3, "agent": 4, "inspect": 5, "ram": 6}
+
+
+def template_dir(cfg: Config) -> str:
+    """`[factory] template_path`, or `.template` in the state dir (no sandbox id starts
+    with a dot)."""
+    path = cfg.factory.template_path or f"{cfg.runtime.state_dir.rstrip('/')}/.template"
+    return path.rstrip("/")
 
 
 @dataclass(frozen=True)

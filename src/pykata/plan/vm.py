@@ -61,6 +61,11 @@ class VmPlan:
     def memory_mib(self) -> int:
         return self.sizing.memory_mib
 
+    @property
+    def start_size(self) -> tuple[int, int]:
+        """(vCPUs, MiB) once started: a clone's after its growth, else the boot size."""
+        return self.grow_to or (self.sizing.vcpus, self.sizing.memory_mib)
+
 
 def plan_accel(requested: str, facts: HostFacts) -> tuple[str, str]:
     """KVM only where the CPU really has hardware virtualisation and /dev/kvm works."""

@@ -1,10 +1,10 @@
 """The template factory: make a template VM, copy a clone's RAM from it, report, destroy.
 
-A template lives in `[factory] template_path` (layout in `pykata.plan.template`): `ready/`
-holds its RAM file, device state and manifest; `new/` is where one is made, renamed to
-`ready/` only once whole, so a half-made template is never used. Makers hold `lock`
-exclusively and cloners share it while they copy: a template is never replaced under a
-copy, and concurrent first starts make one template.
+A template lives in `[factory] template_path` (`template_dir`; the layout is in
+`pykata.plan.template`): `ready/` holds its RAM file, device state and manifest; `new/`
+is where one is made, renamed to `ready/` only once whole, so a half-made template is
+never used. Makers hold `template.lock` exclusively and cloners share it while they copy:
+a template is never replaced under a copy, and concurrent first starts make one template.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from pykata.plan.template import (
     STATE,
     TEMPLATE_ID,
     TemplatePlan,
+    template_dir,
     template_key,
 )
 from pykata.sandbox.agent_client import AgentClient
@@ -245,7 +246,7 @@ def template_plan(cfg: Config) -> TemplatePlan:
 def status(cfg: Config) -> dict[str, Any]:
     """What `pykata factory status` and `pykata check` say: "none", "ready" or "stale"
     (and what changed), with the template's size and where its RAM file lies."""
-    path = cfg.factory.template_path
+    path = template_dir(cfg)
     doc: dict[str, Any] = {"path": path, "enabled": cfg.factory.enable_template}
     manifest = read_manifest(path)
     on_disk = template_on_disk(cfg)

@@ -32,7 +32,7 @@ from pykata.plan.network import NetworkRequest, plan_network_request
 from pykata.plan.pci import vfio_groups
 from pykata.plan.sandbox import NetnsFacts, SandboxRequest, plan_sandbox
 from pykata.plan.sizing import limits_from_spec, workload_limits
-from pykata.plan.template import MANIFEST, READY, FileIds, TemplateKey
+from pykata.plan.template import MANIFEST, READY, FileIds, TemplateKey, template_dir
 from pykata.plan.vm import NO_LIMITS
 
 # For the shim, which reaches the host and the plans only through this layer.
@@ -93,8 +93,8 @@ def template_files(cfg: Config) -> FileIds | None:
 
 
 def template_on_disk(cfg: Config) -> TemplateKey | None:
-    """The key of the template in `template_path` (None: none, or its manifest is bad)."""
-    path = os.path.join(cfg.factory.template_path, READY, MANIFEST)
+    """The key of the template there (None: none, or its manifest is bad)."""
+    path = os.path.join(template_dir(cfg), READY, MANIFEST)
     try:
         with open(path) as f:
             doc = json.load(f)

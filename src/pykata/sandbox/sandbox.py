@@ -177,9 +177,11 @@ class Sandbox:
             agent = self.agent_client
             await agent.reseed_random(os.urandom(RESEED_BYTES))
             await agent.set_guest_time(time.time())
-        except (PykataError, OSError) as exc:
+        except BaseException as exc:
             await stack.aclose()
             self.vm = self._agent = None
+            if not isinstance(exc, PykataError | OSError):
+                raise  # cancelled (a signal, a shutdown): no cold boot either
             # Made but unusable, or badly copied: either way the next start remakes it.
             await self._fx.discard_template(template.dir, str(exc).splitlines()[0])
             self._fall_back(f"the clone failed: {str(exc).splitlines()[0]}")
@@ -269,7 +271,8 @@ class Sandbox:
     def _record_plan(self) -> None:
         """What `pykata inspect` shows beside what it reads live."""
         s = self.plan.sizing
-        doc = {"vcpus": s.vcpus, "max_vcpus": s.max_vcpus, "memory_mib": s.memory_mib,
+        vcpus, memory = self.plan.start_size
+        doc = {"vcpus": vcpus, "max_vcpus": s.max_vcpus, "memory_mib": memory,
                "max_memory_mib": s.max_memory_mib, "boot": self.plan.boot,
                "boot_reason": self.plan.boot_reason,
                "numa": self.plan.numa.to_json() if self.plan.numa else None,
