@@ -1,4 +1,5 @@
 """Boot benchmark: `pykata run -- true` against the floor, interleaved, medians and ratio.
+Its VM boots cold (templating off in a copy of the configuration).
 
 The floor is the same kernel and initramfs booted by bare QEMU (same machine, accelerator,
 vCPUs and memory) with rdinit=/pykata-floor, a busybox script that powers off at once.
@@ -160,13 +161,24 @@ def main() -> None:
     ap.add_argument("--template", action="store_true",
                     help="also VM templating: templated pykata run and ctr run, idle PSS")
     args = ap.parse_args()
-    cfg = load_config(args.config)
-    plan = plan_vm(cfg, read_host_facts(), "bench", "/tmp")
-    env = dict(os.environ, **({"PYKATA_CONF_FILE": args.config} if args.config else {}))
     pykata = shutil.which("pykata") or sys.exit("pykata is not on PATH")
-    if args.template:
-        template_main(args, cfg, plan, env, pykata)
-        return
+    with contextlib.ExitStack() as cleanup:
+        base = Path(tempfile.mkdtemp(prefix="pkbt-", dir="/tmp"))  # short: sockets below
+        cleanup.callback(shutil.rmtree, base, ignore_errors=True)
+        # The cold legs boot cold whatever the configuration says about templating.
+        cold = write_config(config_path(args.config)[0], base / "cold",
+                            "[factory]\nenable_template = false\n")
+        cfg = load_config(str(cold))
+        plan = plan_vm(cfg, read_host_facts(), "bench", "/tmp")
+        env = dict(os.environ, PYKATA_CONF_FILE=str(cold))
+        if args.template:
+            template_main(args, base, cfg, plan, env, pykata)
+        else:
+            cold_main(args, cfg, plan, env, pykata)
+
+
+def cold_main(args: argparse.Namespace, cfg: Config, plan: VmPlan, env: dict[str, str],
+              pykata: str) -> None:
     legs: dict[str, Callable[[], float]] = {
         "floor": lambda: timed(floor_argv(plan), env),
         "pykata": lambda: timed([pykata, "run", "--", "true"], env),
@@ -184,18 +196,18 @@ def main() -> None:
 # --- --template ---------------------------------------------------------------------------
 
 
-def template_main(args: argparse.Namespace, cfg: Config, plan: VmPlan, env: dict[str, str],
-                  pykata: str) -> None:
+def template_main(args: argparse.Namespace, base: Path, cfg: Config, plan: VmPlan,
+                  env: dict[str, str], pykata: str) -> None:
     why = missing_reason()
     if why:
         sys.exit(f"--template needs a private containerd: {why}")
     # Cleanup runs in reverse order, every step even when one before it fails.
     with contextlib.ExitStack() as cleanup:
-        base = Path(tempfile.mkdtemp(prefix="pkbt-", dir="/tmp"))  # short: sockets below
-        cleanup.callback(shutil.rmtree, base, ignore_errors=True)
         template_dir = str(base / "template")
         cleanup.callback(lambda: asyncio.run(factory.destroy(template_dir)))
-        conf = write_template_config(config_path(args.config)[0], base, template_dir)
+        conf = write_config(config_path(args.config)[0], base / "tmpl",
+                            f'[factory]\nenable_template = true\n'
+                            f'template_path = "{template_dir}"\n')
         cfg_t = load_config(str(conf))
         env_t = dict(os.environ, PYKATA_CONF_FILE=str(conf))
         build_busybox_image(base / "busybox.tar")
@@ -260,17 +272,17 @@ def boot_times(runs: int, plan: VmPlan, cold: tuple[Config, dict[str, str]],
           f"{ctr_clones} of {ctr_boots} (warm-up included)")
 
 
-def write_template_config(main: Path, base: Path, template_dir: str) -> Path:
-    """The base configuration (its main file and drop-ins, copied) with templating on, by
-    one more drop-in applied last."""
-    conf = base / "pykata.toml"
+def write_config(main: Path, where: Path, toml: str) -> Path:
+    """The base configuration (its main file and drop-ins, copied into `where`) with `toml`
+    as one more drop-in, applied last."""
+    where.mkdir()
+    conf = where / "pykata.toml"
     shutil.copyfile(main, conf)
-    dropin_dir = base / DROPIN_DIR
+    dropin_dir = where / DROPIN_DIR
     dropin_dir.mkdir()
     for path in dropins(main)[0]:
         shutil.copyfile(path, dropin_dir / path.name)
-    (dropin_dir / "zzzz-bench-template.toml").write_text(
-        f'[factory]\nenable_template = true\ntemplate_path = "{template_dir}"\n')
+    (dropin_dir / "zzzz-bench.toml").write_text(toml)
     return conf
 
 

@@ -625,6 +625,21 @@ def test_a_new_initrd_makes_the_template_stale(alt: AltTemplating) -> None:
     assert leftovers(alt.state_dir) == []
 
 
+def test_two_first_starts_make_one_template(alt: AltTemplating) -> None:
+    """No template, two runs at once: one makes it under the lock, the other waits and
+    clones it (pykata logs each template it makes)."""
+    alt.ensure_made()
+    shutil.rmtree(alt.dir / READY)
+    procs = [alt.popen("--debug", "run", "--", "sh", "-c", "echo both") for _ in range(2)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [(p.returncode, out) for p, (out, _) in zip(procs, outs, strict=True)] == \
+        [(0, b"both\n")] * 2, [err.decode()[-2000:] for _, err in outs]
+    made = sum(err.decode().count("template made at") for _, err in outs)
+    assert made == 1, [err.decode()[-2000:] for _, err in outs]
+    assert not any(b"booting cold" in err for _, err in outs)
+    assert leftovers(alt.state_dir) == []
+
+
 def test_a_half_written_template_is_not_used(alt: AltTemplating) -> None:
     """A `new/` a maker left: beside a whole template it is ignored; alone it is no
     template, and the next start makes one (clearing it)."""

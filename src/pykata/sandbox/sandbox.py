@@ -174,7 +174,8 @@ class Sandbox:
         try:
             ram = await self._fx.clone_ram(stack, template, self.cfg, self.state_dir)
             vm = await self._start_vm(stack, net, ram)
-            agent = self.agent_client
+            agent = self._agent
+            assert agent is not None
             await agent.reseed_random(os.urandom(RESEED_BYTES))
             await agent.set_guest_time(time.time())
         except BaseException as exc:
@@ -246,15 +247,9 @@ class Sandbox:
         fds = net.qemu(self.plan.arch.bus)[1] if net else []
         await self._fx.plug_devices(vm, self.sandbox_plan, fds)
 
-    @property
-    def agent_client(self) -> AgentClient:
-        """The agent while the sandbox starts (`agent` once it runs)."""
-        assert self._agent is not None
-        return self._agent
-
     async def _attach_pod(self, vm: VmHandle, net: Network | None) -> None:
-        """The pod's part: its cgroups, the shared filesystem in the guest, its network
-        and port-forward, and the vCPUs placed for its workload."""
+        """The pod's part: a clone's growth to the pod's size, the shared filesystem in the
+        guest, its network and port-forward, and the vCPUs placed for its workload."""
         assert self.cgroups is not None and self._agent is not None
         if self.plan.grow_to:  # a clone, to the pod's boot size
             await self._resizer.grow(vm.qmp, self._agent, ResizeTarget(*self.plan.grow_to))
