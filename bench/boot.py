@@ -93,29 +93,37 @@ def timed_stderr(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
 async def phases(cfg: Config, rootfs: str) -> dict[str, float]:
     """One sandbox through the Python API, each phase timed (seconds)."""
     spec = parse_spec(default_spec(["true"]), "bench")
-    out: dict[str, float] = {}
     sandbox = Sandbox.from_parts(cfg, read_host_facts())
-    mark = time.monotonic()
-
-    def lap(name: str) -> None:
-        nonlocal mark
-        now = time.monotonic()
-        out[name] = now - mark
-        mark = now
-
+    lap = Laps()
     try:
         await sandbox.start()
         lap("host: start sandbox (QEMU up, guest boot, agent, CreateSandbox)")
         details = await sandbox.agent.guest_details()
-        out["guest: kernel boot to agent main()"] = details.agent_started_uptime
-        out["guest: agent main() to serving"] = (details.agent_serving_uptime
-                                                 - details.agent_started_uptime)
-        mark = time.monotonic()
+        lap.out["guest: kernel boot to agent main()"] = details.agent_started_uptime
+        lap.out["guest: agent main() to serving"] = (details.agent_serving_uptime
+                                                     - details.agent_started_uptime)
+        lap.restart()
         await run_true(sandbox, spec, rootfs, lap)
     finally:
         await sandbox.stop()
     lap("host: stop sandbox (QEMU quit, virtiofsd exit, unmount)")
-    return out
+    return lap.out
+
+
+class Laps:
+    """Seconds between marks, by name: each lap runs from the last mark."""
+
+    def __init__(self) -> None:
+        self.out: dict[str, float] = {}
+        self.restart()
+
+    def restart(self) -> None:
+        self.mark = time.monotonic()
+
+    def __call__(self, name: str) -> None:
+        now = time.monotonic()
+        self.out[name] = now - self.mark
+        self.mark = now
 
 
 async def run_true(sandbox: Sandbox, spec: Spec, rootfs: str,
@@ -574,15 +582,8 @@ async def clone_phases(cfg: Config, rootfs: str) -> tuple[dict[str, float], Step
         raise RuntimeError(f"the templated sandbox boots {plan.vm.boot}: {plan.vm.boot_reason}")
     spans: list[Span] = []
     sandbox = Sandbox(plan, effects=timed_effects(spans))
-    out: dict[str, float] = {}
-    start = mark = time.monotonic()
-
-    def lap(name: str) -> None:
-        nonlocal mark
-        now = time.monotonic()
-        out[name] = now - mark
-        mark = now
-
+    lap = Laps()
+    start = lap.mark
     try:
         await sandbox.start()
         if sandbox.plan.boot != "clone":
@@ -595,7 +596,7 @@ async def clone_phases(cfg: Config, rootfs: str) -> tuple[dict[str, float], Step
     steps: Steps = {}
     for name, t0, t1 in sorted(spans, key=lambda span: span[1]):
         steps.setdefault(name, (t0 - start, t1 - start))  # a later call is not the start's
-    return out, steps
+    return lap.out, steps
 
 
 def print_clone_breakdown(runs: list[tuple[dict[str, float], Steps]]) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
-from boot import memfd_kib, memfd_mapped_kib
+from boot import memfd_kib, memfd_mapped_kib, rss_pss_kib
 from containerd_support import IMAGE_REF, Containerd, build_busybox_image, leftover_pids
 
 RUNTIME = "io.containerd.pykata.v2"
@@ -40,17 +40,6 @@ def timed(run: Callable[[], subprocess.CompletedProcess[bytes]]) -> float:
     if r.returncode != 0:
         sys.exit(f"failed ({r.returncode}): {r.stderr.decode()[-2000:]}")
     return elapsed
-
-
-def pss_kib(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) in KiB from /proc/<pid>/smaps_rollup."""
-    fields = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 2 and parts[0] in ("Rss:", "Pss:"):
-                fields[parts[0]] = int(parts[1])
-    return fields["Rss:"], fields["Pss:"]
 
 
 def program(pid: int) -> str:
@@ -81,7 +70,7 @@ def idle_pod_memory(ctrd: Containerd, state_dir: str) -> None:
         # The VM's processes name its state dir; the shim names containerd's socket.
         assert ctrd.pid is not None
         for pid in leftover_pids(Path(state_dir), ctrd.base, exclude=[ctrd.pid]):
-            rss, pss = pss_kib(pid)
+            rss, pss = rss_pss_kib(pid)
             rows.append((program(pid), pid, rss, pss))
             if program(pid).startswith("qemu"):
                 unmapped = max(0, memfd_kib(pid) - memfd_mapped_kib(pid))

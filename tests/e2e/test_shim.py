@@ -233,17 +233,19 @@ def missing_reason() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[ShimEnv]:
+def shim_environment(prefix: str, extra_config: str = "", what: str = "the shim tests"
+                     ) -> Iterator[ShimEnv]:
+    """A private containerd whose shims read a configuration of their own (`extra_config`
+    appended), with the busybox image; removed afterwards, and nothing may be left."""
     reason = missing_reason()
     if reason:
         pytest.skip(reason)
     # /tmp and short: the shim's socket is <state_dir>/s/<32 hex>.sock, under 106 bytes.
-    base = Path(tempfile.mkdtemp(prefix="pks-", dir="/tmp"))
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     state_dir = base / "run"
     conf = base / "pykata.toml"
     conf.write_text(f'[runtime]\nstate_dir = "{state_dir}"\n'
-                    f'[image]\ndir = "{e2e_support.IMAGE_DIR}"\n')
+                    f'[image]\ndir = "{e2e_support.IMAGE_DIR}"\n' + extra_config)
     image_tar = base / "busybox.tar"
     build_busybox_image(image_tar)
     unpack_image(image_tar, base / "rootfs" / "busybox")
@@ -258,7 +260,12 @@ def env() -> Iterator[ShimEnv]:
         left += containerd_support.leftovers(base)
         kill_and_unmount(base, exclude=[])
         shutil.rmtree(base, ignore_errors=True)
-    assert not left, f"the shim tests left things behind: {left}"
+    assert not left, f"{what} left things behind: {left}"
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[ShimEnv]:
+    yield from shim_environment("pks-")
 
 
 @pytest.fixture(autouse=True)

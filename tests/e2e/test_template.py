@@ -26,7 +26,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -36,20 +35,17 @@ from typing import Any
 import containerd_support
 import cri_support
 import pytest
-from containerd_support import IMAGE_REF, Containerd, build_busybox_image
+from containerd_support import IMAGE_REF
 from cri_support import CriHarness
-from e2e_support import IMAGE_DIR, Pykata, leftovers
+from e2e_support import Pykata, leftovers
 from netns_support import PodNet
 from test_net import assert_clean, fetch_from_pod, peer_server, run_pod, stop
 from test_shim import (
-    PYKATA_SRC,
     SETTLE_TIMEOUT,
-    SHIM,
     ShimEnv,
-    kill_and_unmount,
     removed_after,
+    shim_environment,
 )
-from test_shim import missing_reason as shim_missing_reason
 
 from pykata.domain.cpuset import CpuSet
 from pykata.domain.limits import Limits
@@ -509,28 +505,8 @@ def test_a_clone_is_pinned_once_grown(tpl: Templating, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def ctr_env(templates: Path) -> Iterator[ShimEnv]:
     """test_shim's private containerd, its shims configured with the `main/` template."""
-    reason = shim_missing_reason()
-    if reason:
-        pytest.skip(reason)
-    base = Path(tempfile.mkdtemp(prefix="pkt-", dir="/tmp"))  # short: shim sockets
-    state_dir = base / "run"
-    conf = base / "pykata.toml"
-    conf.write_text(f'[runtime]\nstate_dir = "{state_dir}"\n[image]\ndir = "{IMAGE_DIR}"\n'
-                    + factory_toml(templates / "main"))
-    image_tar = base / "busybox.tar"
-    build_busybox_image(image_tar)
-    shim_env = {"PYKATA_CONF_FILE": str(conf), "PYTHONPATH": str(PYKATA_SRC)}
-    ctrd = Containerd(path_prepend=[Path(sys.executable).parent], env=shim_env)
-    try:
-        ctrd.start()
-        ctrd.import_image(image_tar)
-        yield ShimEnv(ctrd, base, state_dir, Path(sys.executable).parent / SHIM, shim_env)
-    finally:
-        left = ctrd.stop()
-        left += containerd_support.leftovers(base)
-        kill_and_unmount(base, exclude=[])
-        shutil.rmtree(base, ignore_errors=True)
-    assert not left, f"the ctr template test left things behind: {left}"
+    yield from shim_environment("pkt-", factory_toml(templates / "main"),
+                                "the ctr template test")
 
 
 def settled(env: ShimEnv) -> list[str]:
