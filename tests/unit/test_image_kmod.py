@@ -19,6 +19,7 @@ CLOUD = {
                                    "virtio_ring", "vsock"],
     "virtio_mem": ["virtio"], "failover": [], "net_failover": ["failover"],
     "virtio_net": ["net_failover", "virtio", "virtio_ring"],
+    "virtio_balloon": ["virtio", "virtio_ring"],
 }
 
 

@@ -82,6 +82,7 @@ GOLDEN_TCG = (
     "-chardev file,id=console,path=/run/pykata/sb1/console.log -serial chardev:console "
         "-chardev socket,id=fs0,path=/run/pykata/sb1/virtiofsd.sock "
     "-device vhost-user-fs-pci,chardev=fs0,tag=pykatafs,queue-size=1024 "
+    "-device virtio-balloon-pci,id=balloon0,free-page-reporting=on "
     "-device virtio-serial-pci,id=serial0 -chardev socket,id=agent,fd=4,server=on,wait=off "
     "-device virtserialport,chardev=agent,id=channel0,name=agent.channel.0"
 )

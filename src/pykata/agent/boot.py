@@ -41,6 +41,7 @@ CORE_MODULES = frozenset({"virtio_ring", "virtio", "virtio_pci_legacy_dev",
 DEVICE_MODULES: dict[int, frozenset[str]] = {
     1: frozenset({"failover", "net_failover", "virtio_net"}),
     3: frozenset({"virtio_console"}),
+    5: frozenset({"virtio_balloon"}),
     19: frozenset({"vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport"}),
     24: frozenset({"virtio_mem"}),
     26: frozenset({"fuse", "virtiofs"}),

@@ -53,7 +53,7 @@ KATA_ONLY_KEYS = {
         "guest_memory_dump_paging", "enable_guest_swap", "use_legacy_serial",
         "disable_selinux", "disable_guest_selinux", "enable_iommu", "enable_iommu_platform",
         "jailer_path", "valid_jailer_paths", "ctlpath", "valid_ctlpaths",
-        "reclaim_guest_freed_memory", "kernel_verity_params", "sgx_epc_size"}),
+        "kernel_verity_params", "sgx_epc_size"}),
     "factory": frozenset({"vm_cache_number", "vm_cache_endpoint"}),
     "runtime": frozenset({
         "enable_debug", "disable_guest_seccomp", "enable_tracing", "jaeger_endpoint",

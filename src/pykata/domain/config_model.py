@@ -126,6 +126,10 @@ class HypervisorConfig:
     tcg_tb_size: int = field(default=64, metadata=_spec(
         "TCG translation cache size; bounds QEMU's memory under TCG.", pykata=True,
         minimum=1, unit="MiB", annotation="tcg_tb_size"))
+    reclaim_guest_freed_memory: bool = field(default=True, metadata=_spec(
+        "Give memory the guest frees back to the host: a virtio-balloon with free page "
+        "reporting, whose reported pages QEMU discards.",
+        annotation="reclaim_guest_freed_memory"))
     kernel_params: str = field(default="", metadata=_spec(
         "Appended to the guest kernel command line (an annotation appends to this value, "
         "as in Kata).", annotation="kernel_params"))

@@ -21,7 +21,7 @@ from pykata.image import elf
 
 DEFAULT_MODULES: tuple[str, ...] = (
     "virtio_pci", "virtio_console", "fuse", "virtiofs", "vsock",
-    "vmw_vsock_virtio_transport", "virtio_mem", "virtio_net",
+    "vmw_vsock_virtio_transport", "virtio_mem", "virtio_net", "virtio_balloon",
 )
 # What containers ask the kernel for (Kubernetes' CRI validation: bridge in a privileged
 # container or one with CAP_NET_ADMIN; CNI plugins, kube-proxy, iptables/nft inside pods).

@@ -103,6 +103,19 @@ def _qemu_devices(r: HostReport, cfg: Config) -> CheckResult:
                        f"{', '.join(hotplug)}")
 
 
+def _free_page_reporting(r: HostReport, cfg: Config) -> CheckResult:
+    """QEMU's virtio-balloon, for the guest's free page reporting (the guest kernel of the
+    built image has it: PAGE_REPORTING=y, virtio_balloon as a module)."""
+    name = "free page reporting"
+    if not cfg.hypervisor.reclaim_guest_freed_memory:
+        return CheckResult(name, PASS, "off (reclaim_guest_freed_memory = false)")
+    if r.qemu_caps.devices and "virtio-balloon-pci" not in r.qemu_caps.devices:
+        return CheckResult(name, WARN, "QEMU has no virtio-balloon-pci: freed guest memory "
+                           "stays with the VM", "set reclaim_guest_freed_memory = false")
+    return CheckResult(name, PASS, "virtio-balloon-pci with free-page-reporting: the guest "
+                       "returns memory it frees")
+
+
 def _machine(r: HostReport, cfg: Config) -> CheckResult:
     machine = cfg.hypervisor.machine_type
     if r.qemu_caps.machines and machine not in r.qemu_caps.machines:
@@ -202,7 +215,8 @@ def _config(r: HostReport, cfg: Config) -> CheckResult:
 
 # In the order they print: what runs the VM, then the image, then the host's setup.
 _PLATFORM: tuple[Check, ...] = (
-    _config, _cpu, _kvm, _accel, _qemu, _qemu_devices, _machine, _virtiofsd,
+    _config, _cpu, _kvm, _accel, _qemu, _qemu_devices, _free_page_reporting, _machine,
+    _virtiofsd,
 )
 _SETUP: tuple[Check, ...] = (
     _vsock, _modules, _cgroups, _numa, _privileges, _state_dir, _resources,

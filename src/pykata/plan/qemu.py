@@ -252,6 +252,17 @@ class VirtioFs:
 
 
 @dataclass(frozen=True)
+class FreePageReporting:
+    """virtio-balloon used only for free page reporting: the guest reports pages it freed,
+    QEMU discards them from guest RAM (the memfd or file gets holes)."""
+
+    bus: str = "pci"
+
+    def args(self) -> list[str]:
+        return ["-device", f"virtio-balloon-{self.bus},id=balloon0,free-page-reporting=on"]
+
+
+@dataclass(frozen=True)
 class PxbPcie:
     """A PCIe expander bus on the root bus, on guest NUMA node `numa_node`."""
 

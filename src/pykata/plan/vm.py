@@ -48,6 +48,7 @@ class VmPlan:
     reasons: tuple[str, ...]
     numa: NumaPlan | None = None    # None: one memory backend, no guest NUMA nodes
     passthrough: tuple[Passthrough, ...] = ()   # VFIO devices
+    free_page_reporting: bool = False  # a virtio-balloon the guest reports freed pages to
     boot: str = "cold"              # "cold", "template" (making one) or "clone" (of one)
     boot_reason: str = ""
     template_dir: str = ""          # the template's (boot "template" or "clone")
@@ -149,6 +150,8 @@ def plan_vm(
                  *(numa.reasons if numa else ())),
         numa=numa,
         passthrough=plan_passthrough(bdfs, numa, facts.topology),
+        free_page_reporting=hv.reclaim_guest_freed_memory and (
+            not devices or f"virtio-balloon-{arch.bus}" in devices),
     )
 
 
@@ -219,6 +222,8 @@ def plan_qemu_argv(plan: VmPlan, qmp_fd: int, agent_fd: int | None,
         qemu.SerialConsole(plan.console_log),
         *_boot_options(plan),
     ]
+    if plan.free_page_reporting:
+        options.append(qemu.FreePageReporting(bus))
     if plan.transport == "vsock":
         options.append(qemu.Vsock(plan.guest_cid, bus))
     else:

@@ -1,0 +1,203 @@
+"""Density benchmark: N idle pods through containerd, for two configurations side by side.
+
+For each variant (a drop-in applied to a copy of the configuration), N pods are started
+one after another with `ctr run -d` (a busybox `sleep`) through one private containerd;
+with all N running it reports:
+- PSS per pod: the sum over every QEMU, virtiofsd and shim process, divided by N (shared
+  pages count once), plus a clone's guest RAM that QEMU has not mapped (a memfd pykata
+  filled from the template: in no process's PSS, but memory all the same);
+- of that, QEMU's anonymous memory (TCG's translation cache is most of it) and guest RAM;
+- the drop in the host's MemAvailable per pod;
+- the cold start of `pykata run -- true` against the bare floor (bench/boot.py's).
+The variants run one after the other, each from nothing; then the pods go and nothing may
+be left. The default compares free page reporting on (`reclaim_guest_freed_memory`, the
+default) and off.
+
+    python bench/density.py [--pods 10] [--runs 3] [--variant NAME=TOML ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
+from boot import descendants, floor_argv, memfd_kib, memfd_mapped_kib, program, timed
+from boot import write_config as write_variant
+from containerd_support import IMAGE_REF, Containerd, build_busybox_image, leftover_pids
+
+from pykata.host.config_files import config_path, load_config
+from pykata.host.facts import read_host_facts
+from pykata.plan.vm import plan_vm
+
+RUNTIME = "io.containerd.pykata.v2"
+DEFAULT_VARIANTS = {
+    "reclaim": "[hypervisor.qemu]\nreclaim_guest_freed_memory = true\n",
+    "no-reclaim": "[hypervisor.qemu]\nreclaim_guest_freed_memory = false\n",
+}
+SETTLE_S = 5.0  # after the last pod runs: boot-time frees reported, allocations settled
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """KiB per pod."""
+
+    pss: float
+    qemu_anon: float
+    guest_ram: float
+    mem_available_drop: float
+
+
+def mem_available_kib() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def smaps_kib(pid: int) -> dict[str, int]:
+    """PSS, anonymous PSS and the PSS of memfd mappings (guest RAM) from smaps."""
+    out = {"pss": 0, "anon": 0, "memfd": 0}
+    in_memfd = False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and not head[0].endswith(":"):
+                in_memfd = len(head) == 6 and head[5].startswith("/memfd:")
+            elif head[0] == "Pss:":
+                out["pss"] += int(head[1])
+                if in_memfd:
+                    out["memfd"] += int(head[1])
+            elif head[0] == "Pss_Anon:":
+                out["anon"] += int(head[1])
+    return out
+
+
+def footprint(pids: list[int], pods: int, available_before: int) -> Footprint:
+    pss = anon = ram = 0
+    for pid in pids:
+        smaps = smaps_kib(pid)
+        pss += smaps["pss"]
+        if program(pid).startswith("qemu-system"):
+            unmapped = max(0, memfd_kib(pid) - memfd_mapped_kib(pid))
+            pss += unmapped
+            ram += smaps["memfd"] + unmapped
+            anon += smaps["anon"]
+    drop = available_before - mem_available_kib()
+    return Footprint(pss / pods, anon / pods, ram / pods, drop / pods)
+
+
+@contextlib.contextmanager
+def containerd(conf: Path, base: Path) -> Iterator[Containerd]:
+    ctrd = Containerd(path_prepend=[os.path.dirname(sys.executable)],
+                      env={"PYKATA_CONF_FILE": str(conf)}).start()
+    try:
+        ctrd.import_image(base / "busybox.tar")
+        yield ctrd
+    finally:
+        left = ctrd.stop()
+        if left:
+            print(f"  left behind (now removed): {left}")
+
+
+def idle_pods(conf: Path, base: Path, pods: int) -> Footprint:
+    """N idle pods up one after another, measured together, then removed."""
+    with containerd(conf, base) as ctrd:
+        ctrd.ctr("run", "--rm", "--runtime", RUNTIME, IMAGE_REF, "warm", "true", timeout=300)
+        time.sleep(1.0)  # the warm-up's shim and VM gone
+        before = mem_available_kib()
+        names = [f"idle{i}" for i in range(pods)]
+        try:
+            for name in names:
+                ctrd.ctr("run", "-d", "--runtime", RUNTIME, IMAGE_REF, name, "sleep", "100000",
+                         timeout=300)
+            time.sleep(SETTLE_S)
+            assert ctrd.pid is not None
+            pids = leftover_pids(ctrd.base, base, exclude=[ctrd.pid])
+            pids = sorted({*pids, *(p for pid in pids for p in descendants(pid))})
+            pids = [p for p in pids if program(p).startswith(("qemu-system", "virtiofsd"))
+                    or "containerd-shim-pykata" in " ".join(argv(p))]
+            return footprint(pids, pods, before)
+        finally:
+            for name in names:
+                ctrd.ctr("task", "kill", "-s", "9", name, check=False)
+            time.sleep(1.0)
+            for name in names:
+                ctrd.ctr("task", "delete", name, check=False, timeout=60)
+                ctrd.ctr("container", "delete", name, check=False)
+
+
+def argv(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def cold_start(confs: dict[str, Path], runs: int) -> dict[str, list[float]]:
+    """`pykata run -- true` cold, per variant, and the floor; interleaved."""
+    pykata = shutil.which("pykata") or sys.exit("pykata is not on PATH")
+    cold = {name: dict(os.environ, PYKATA_CONF_FILE=str(conf)) for name, conf in confs.items()}
+    plan = plan_vm(load_config(str(next(iter(confs.values())))), read_host_facts(), "bench",
+                   "/tmp")
+    samples: dict[str, list[float]] = {"floor": [], **{name: [] for name in confs}}
+    for i in range(runs + 1):  # the first round warms the page cache
+        samples_now = {"floor": timed(floor_argv(plan), dict(os.environ)),
+                       **{name: timed([pykata, "run", "--", "true"], env)
+                          for name, env in cold.items()}}
+        if i:
+            for name, value in samples_now.items():
+                samples[name].append(value)
+    return samples
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pods", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=3, help="cold starts per variant")
+    ap.add_argument("--config", help="pykata configuration file (the base)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=TOML",
+                    help="a variant: a TOML drop-in (\\n for newlines); default: free page "
+                    "reporting on and off")
+    args = ap.parse_args()
+    variants = dict(v.split("=", 1) for v in args.variant) or DEFAULT_VARIANTS
+    with contextlib.ExitStack() as cleanup:
+        base = Path(tempfile.mkdtemp(prefix="pkd-", dir="/tmp"))  # short: sockets below
+        cleanup.callback(shutil.rmtree, base, ignore_errors=True)
+        build_busybox_image(base / "busybox.tar")
+        main_conf = config_path(args.config)[0]
+        confs = {name: write_variant(main_conf, base / name, toml.replace("\\n", "\n"))
+                 for name, toml in variants.items()}
+        cold = {name: write_variant(main_conf, base / f"{name}-cold",
+                                    toml.replace("\\n", "\n")
+                                    + "[factory]\nenable_template = false\n")
+                for name, toml in variants.items()}
+        print(f"density: {args.pods} idle busybox pods through containerd (`ctr run -d`), "
+              f"{os.cpu_count()} host CPUs, {mem_available_kib() >> 10} MiB available")
+        for name, conf in confs.items():
+            f = idle_pods(conf, base, args.pods)
+            print(f"  {name:<12} PSS/pod {f.pss / 1024:6.1f} MiB   of which QEMU anon "
+                  f"{f.qemu_anon / 1024:6.1f}, guest RAM {f.guest_ram / 1024:6.1f}   "
+                  f"MemAvailable drop/pod {f.mem_available_drop / 1024:6.1f} MiB")
+        samples = cold_start(cold, args.runs)
+        floor = statistics.median(samples.pop("floor"))
+        print(f"cold start (`pykata run -- true`, templating off; medians of {args.runs}, "
+              f"interleaved): floor {floor * 1000:.0f} ms")
+        for name, values in samples.items():
+            med = statistics.median(values)
+            print(f"  {name:<12} {med * 1000:6.0f} ms (min {min(values) * 1000:.0f}, max "
+                  f"{max(values) * 1000:.0f})   {med / floor:.2f}x the floor")
+
+
+if __name__ == "__main__":
+    main()
