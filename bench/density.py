@@ -9,9 +9,12 @@ with all N running it reports:
 - of that, QEMU's anonymous memory (TCG's translation cache is most of it) and guest RAM;
 - the drop in the host's MemAvailable per pod;
 - the cold start of `pykata run -- true` against the bare floor (bench/boot.py's).
-The variants run one after the other, each from nothing; then the pods go and nothing may
-be left. The default compares free page reporting on (`reclaim_guest_freed_memory`, the
-default) and off.
+- the CPU time of a busy container: `pykata run` of a busybox awk loop, less `pykata run --
+  true` (cold: templating off).
+The variants run one after the other, each from nothing and with a state dir (and so a
+template) of its own; then the pods go and nothing may be left. The default compares free
+page reporting on (`reclaim_guest_freed_memory`, the default) and off. A variant's TOML must
+not set `[runtime]` (the benchmark sets its state dir).
 
     python bench/density.py [--pods 10] [--runs 3] [--variant NAME=TOML ...]
 """
@@ -66,7 +69,7 @@ def mem_available_kib() -> int:
 
 
 def smaps_kib(pid: int) -> dict[str, int]:
-    """PSS, anonymous PSS and the PSS of memfd mappings (guest RAM) from smaps."""
+    """PSS, anonymous memory and the PSS of memfd mappings (guest RAM) from smaps."""
     out = {"pss": 0, "anon": 0, "memfd": 0}
     in_memfd = False
     with open(f"/proc/{pid}/smaps") as f:
@@ -78,7 +81,7 @@ def smaps_kib(pid: int) -> dict[str, int]:
                 out["pss"] += int(head[1])
                 if in_memfd:
                     out["memfd"] += int(head[1])
-            elif head[0] == "Pss_Anon:":
+            elif head[0] == "Anonymous:":  # QEMU's anonymous memory is its own
                 out["anon"] += int(head[1])
     return out
 
@@ -161,6 +164,25 @@ def cold_start(confs: dict[str, Path], runs: int) -> dict[str, list[float]]:
     return samples
 
 
+BUSY = "awk 'BEGIN { for (i = 0; i < 2000000; i++) x += i % 7 }'"
+
+
+def state(base: Path, name: str) -> str:
+    return f'[runtime]\nstate_dir = "{base}/{name}-run"\n'
+
+
+def busy_cpu(confs: dict[str, Path], runs: int, idle: dict[str, float]
+             ) -> dict[str, list[float]]:
+    """A busy container's run, less the variant's `true` run (median), interleaved."""
+    pykata = shutil.which("pykata") or sys.exit("pykata is not on PATH")
+    envs = {name: dict(os.environ, PYKATA_CONF_FILE=str(conf)) for name, conf in confs.items()}
+    out: dict[str, list[float]] = {name: [] for name in confs}
+    for _ in range(runs):
+        for name, env in envs.items():
+            out[name].append(timed([pykata, "run", "--", "sh", "-c", BUSY], env) - idle[name])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pods", type=int, default=10)
@@ -176,10 +198,11 @@ def main() -> None:
         cleanup.callback(shutil.rmtree, base, ignore_errors=True)
         build_busybox_image(base / "busybox.tar")
         main_conf = config_path(args.config)[0]
-        confs = {name: write_variant(main_conf, base / name, toml.replace("\\n", "\n"))
+        confs = {name: write_variant(main_conf, base / name, state(base, name)
+                                     + toml.replace("\\n", "\n"))
                  for name, toml in variants.items()}
-        cold = {name: write_variant(main_conf, base / f"{name}-cold",
-                                    toml.replace("\\n", "\n")
+        cold = {name: write_variant(main_conf, base / f"{name}-cold", state(base, name)
+                                    + toml.replace("\\n", "\n")
                                     + "[factory]\nenable_template = false\n")
                 for name, toml in variants.items()}
         print(f"density: {args.pods} idle busybox pods through containerd (`ctr run -d`), "
@@ -197,6 +220,11 @@ def main() -> None:
             med = statistics.median(values)
             print(f"  {name:<12} {med * 1000:6.0f} ms (min {min(values) * 1000:.0f}, max "
                   f"{max(values) * 1000:.0f})   {med / floor:.2f}x the floor")
+        busy = busy_cpu(cold, args.runs, {k: statistics.median(v) for k, v in samples.items()})
+        print(f"busy container (`{BUSY}`: its run less a `true` run; medians of {args.runs}):")
+        for name, values in busy.items():
+            print(f"  {name:<12} {statistics.median(values) * 1000:6.0f} ms (min "
+                  f"{min(values) * 1000:.0f}, max {max(values) * 1000:.0f})")
 
 
 if __name__ == "__main__":
