@@ -19,6 +19,9 @@ from e2e_support import Pykata, leftovers
 pytestmark = pytest.mark.e2e
 
 MiB = 1 << 20
+# Below this the 400 MiB are gone again: an idle VM's guest RAM is about 200 MiB (less with
+# reporting), and 400 MiB more while the file existed.
+RECLAIMED = 320 * MiB
 SCRIPT = ("dd if=/dev/zero of=/tmp/x bs=1M count=400 2>/dev/null; rm /tmp/x; echo freed; "
           "exec sleep 300")
 
@@ -51,7 +54,9 @@ def _ram_bytes(pid: int) -> int:
 
 
 def _ram_after_free(pykata: Pykata, config: Path, wait: float) -> tuple[int, int]:
-    """(guest RAM on the host just after the container freed 400 MiB, `wait` s later)."""
+    """(guest RAM on the host just after the container freed 400 MiB, then once it is
+    below `RECLAIMED` or `wait` s have passed). Reporting may have begun before the first
+    look."""
     env = {**os.environ, "PYKATA_CONF_FILE": str(config)}
     run = subprocess.Popen([sys.executable, "-m", "pykata.cli.main", "run", "--", "sh", "-c",
                             SCRIPT], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -63,7 +68,7 @@ def _ram_after_free(pykata: Pykata, config: Path, wait: float) -> tuple[int, int
         first = _ram_bytes(qemu)
         deadline = time.monotonic() + wait
         last = first
-        while time.monotonic() < deadline and last > first - 300 * MiB:
+        while time.monotonic() < deadline and last > RECLAIMED:
             time.sleep(0.5)
             last = _ram_bytes(qemu)
         return first, last
@@ -74,7 +79,7 @@ def _ram_after_free(pykata: Pykata, config: Path, wait: float) -> tuple[int, int
 
 def test_freed_guest_memory_goes_back_to_the_host(pykata: Pykata, tmp_path: Path) -> None:
     first, last = _ram_after_free(pykata, pykata.config, wait=20)
-    assert last < first - 300 * MiB, (first // MiB, last // MiB)
+    assert last < RECLAIMED, (first // MiB, last // MiB)
     off = tmp_path / "off.toml"
     # Cold: a template without the balloon would replace the session's.
     off.write_text(pykata.config.read_text() + "[factory]\nenable_template = false\n"
