@@ -49,6 +49,8 @@ def _status_text(doc: dict[str, Any]) -> str:
                   f"ram file: {doc['ram_file_bytes'] >> 20} MiB on disk, "
                   f"state {doc['state_bytes'] >> 10} KiB",
                   f"made {age:.0f} s ago in {doc['make_seconds']} s"]
+    if doc.get("failed"):
+        lines.append(f"making it failed {doc['failed']}")
     if doc["state"] == "stale":
         lines.append(f"stale: {doc['changed']} changed (remade on next use, or "
                      "`pykata factory init`)")

@@ -47,6 +47,11 @@ from pykata.vmm import vm as vmm
 log = logging.getLogger(__name__)
 
 INCOMING = "incoming.state"  # a clone's copy of the template's device state
+FAILED = "failed.json"  # beside ready/: when and why the last making failed
+# After a failed making, starts boot cold without trying again for this long: a host that
+# cannot make a template (too slow to boot one within the dial timeout, say) must not make
+# every start wait for another failure.
+RETRY_AFTER_S = 600.0
 
 
 _COPIER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ram-copy")
@@ -121,8 +126,24 @@ async def clone_ram(plan: TemplatePlan, cfg: Config, state_dir: str) -> RamCopy:
             os.close(lock)
             raise
         os.close(lock)
+        if (failed := recent_failure(plan.dir)) is not None:
+            raise VmmError(f"template at {plan.dir}: making it failed {failed}")
         await make_template(plan, cfg)
     raise VmmError(f"template at {plan.dir}: made, but its key does not match")
+
+
+def recent_failure(template_dir: str, now: float | None = None) -> str | None:
+    """"<N> s ago: <why>" while the last failed making is younger than RETRY_AFTER_S."""
+    try:
+        with open(os.path.join(template_dir, FAILED)) as f:
+            doc = json.load(f)
+        age = (time.time() if now is None else now) - float(doc["time"])
+        why = str(doc["why"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not 0 <= age < RETRY_AFTER_S:
+        return None
+    return f"{age:.0f} s ago (tried again after {RETRY_AFTER_S:.0f} s): {why}"
 
 
 def _copy_out(plan: TemplatePlan, state_dir: str, lock: int) -> RamCopy:
@@ -171,12 +192,22 @@ async def make_template(plan: TemplatePlan, cfg: Config) -> dict[str, Any]:
                 json.dump(manifest, f, indent=2)
             shutil.rmtree(os.path.join(plan.dir, READY), ignore_errors=True)
             os.rename(work, os.path.join(plan.dir, READY))
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(work, ignore_errors=True)
+            if isinstance(exc, Exception):  # not a cancel: a signal is no verdict
+                _record_failure(plan.dir, exc)
             raise
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(plan.dir, FAILED))
     log.info("template made at %s in %.2f s (%d MiB of RAM)", plan.dir,
              manifest["seconds"], written >> 20)
     return manifest
+
+
+def _record_failure(template_dir: str, exc: Exception) -> None:
+    why = (str(exc).splitlines() or [repr(exc)])[0]
+    with contextlib.suppress(OSError), open(os.path.join(template_dir, FAILED), "w") as f:
+        json.dump({"time": time.time(), "why": why}, f)
 
 
 async def _boot_and_save(plan: TemplatePlan, cfg: Config, work: str) -> int:
@@ -250,6 +281,9 @@ def status(cfg: Config) -> dict[str, Any]:
     doc: dict[str, Any] = {"path": path, "enabled": cfg.factory.enable_template}
     manifest = read_manifest(path)
     on_disk = template_on_disk(cfg)
+    failed = recent_failure(path)
+    if failed:
+        doc["failed"] = failed
     if manifest is None or on_disk is None:
         return {**doc, "state": "none"}
     changed = template_plan(cfg).key.differs(on_disk)

@@ -184,8 +184,9 @@ class Sandbox:
             if not isinstance(exc, PykataError | OSError):
                 raise  # cancelled (a signal, a shutdown): no cold boot either
             # Made but unusable, or badly copied: either way the next start remakes it.
-            await self._fx.discard_template(template.dir, str(exc).splitlines()[0])
-            self._fall_back(f"the clone failed: {str(exc).splitlines()[0]}")
+            why = (str(exc).splitlines() or [repr(exc)])[0]
+            await self._fx.discard_template(template.dir, why)
+            self._fall_back(f"the clone failed: {why}")
             return None
         self._stack.push_async_exit(stack)
         if net:
