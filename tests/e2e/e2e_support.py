@@ -12,6 +12,24 @@ IMAGE_DIR = Path(os.environ.get("PYKATA_TEST_IMAGE_DIR", "/var/lib/pykata"))
 TEMPLATE = ".template"  # the VM template's directory in a state dir, by default
 
 
+def qemu_argvs(state_dir: Path, template: bool = False) -> dict[int, list[str]]:
+    """The QEMUs (pid: argv) naming a path below `state_dir`; a VM template's being made
+    there too only with `template`."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+        except OSError:
+            continue
+        if argv and argv[0].endswith("qemu-system-x86_64") \
+                and f"{state_dir}/" in " ".join(argv) \
+                and (template or "pykata-template" not in argv):
+            found[int(proc.name)] = argv
+    return found
+
+
 def sandbox_dirs(state_dir: Path) -> set[Path]:
     """The sandboxes' state dirs below `state_dir` (not the template's)."""
     return {p for p in state_dir.iterdir() if p.name != TEMPLATE}

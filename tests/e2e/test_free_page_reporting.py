@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_support import Pykata, leftovers
+from e2e_support import Pykata, leftovers, qemu_argvs
 
 pytestmark = pytest.mark.e2e
 
@@ -24,19 +24,6 @@ MiB = 1 << 20
 RECLAIMED = 320 * MiB
 SCRIPT = ("dd if=/dev/zero of=/tmp/x bs=1M count=400 2>/dev/null; rm /tmp/x; echo freed; "
           "exec sleep 300")
-
-
-def _qemu_of(run: subprocess.Popen[bytes], state_dir: Path) -> int:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if argv[0].endswith(b"qemu-system-x86_64") and str(state_dir).encode() in \
-                    b" ".join(argv) and b"pykata-template" not in argv:
-                return int(entry.name)
-    raise AssertionError(f"no QEMU of pykata run {run.pid}")
 
 
 def _ram_bytes(pid: int) -> int:
@@ -64,7 +51,9 @@ def _ram_after_free(pykata: Pykata, config: Path, wait: float) -> tuple[int, int
     try:
         assert run.stdout is not None
         assert run.stdout.readline() == b"freed\n", run.stderr.read() if run.stderr else ""
-        qemu = _qemu_of(run, pykata.state_dir)
+        qemus = qemu_argvs(pykata.state_dir)
+        assert qemus, f"no QEMU of pykata run {run.pid}"
+        qemu = next(iter(qemus))
         first = _ram_bytes(qemu)
         deadline = time.monotonic() + wait
         last = first

@@ -4,7 +4,6 @@ answers, a full state directory. After each, nothing of the sandbox is left on t
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import Pykata, leftovers, sandbox_dirs
+from e2e_support import Pykata, leftovers, qemu_argvs, sandbox_dirs
 
 pytestmark = pytest.mark.e2e
 
@@ -70,18 +69,11 @@ def test_a_second_signal_kills_the_vm(pykata: Pykata) -> None:
     assert leftovers(pykata.state_dir) == []
 
 
-def _qemu_started(state_dir: Path) -> bool:
-    for pid in _processes_of(state_dir):
-        with contextlib.suppress(OSError):
-            if b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return True
-    return False
-
-
 def test_a_signal_during_boot_stops_the_run(pykata: Pykata) -> None:
     proc = _start(pykata, "true")
     deadline = time.monotonic() + 60
-    while not _qemu_started(pykata.state_dir):  # QEMU is up, the guest not yet serving
+    # QEMU is up (the sandbox's, or the template's being made), the guest not yet serving.
+    while not qemu_argvs(pykata.state_dir, template=True):
         assert proc.poll() is None and time.monotonic() < deadline, "no QEMU came up"
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)

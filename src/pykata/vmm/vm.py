@@ -91,9 +91,8 @@ async def launch(plan: VmPlan, state_dir: str, shared_dir: str, fs_daemon: str,
     `devices` are extra QEMU options on the inherited `device_fds` (network taps);
     `ram_fd`: a template's or clone's guest RAM (a memfd QEMU inherits)."""
     listeners = [processes.listen_unix(path) for path in socket_paths(plan, state_dir)]
-    fs_listener, qmp_listener = listeners[0], listeners[1]
-    inspect_listener = listeners[2]
-    agent_listener = listeners[3] if len(listeners) > 3 else None
+    fs_listener, qmp_listener, inspect_listener, *agent = listeners
+    agent_listener = agent[0] if agent else None
     try:
         virtiofsd = await processes.spawn(
             virtiofsd_argv(fs_daemon, fs_listener.fileno(), shared_dir, fs_cache),
