@@ -37,7 +37,7 @@ import cri_support
 import pytest
 from containerd_support import IMAGE_REF
 from cri_support import CriHarness
-from e2e_support import Pykata, leftovers
+from e2e_support import Pykata, leftovers, qemu_argvs
 from netns_support import PodNet
 from test_net import assert_clean, fetch_from_pod, peer_server, run_pod, stop
 from test_shim import (
@@ -57,6 +57,7 @@ from pykata.host.qemu_caps import qemu_devices
 from pykata.plan.template import MEMORY, NEW, READY, STATE
 from pykata.sandbox import factory
 from pykata.sandbox.agent_client import AgentClient
+from pykata.sandbox.request import template_manifest
 from pykata.sandbox.sandbox import PLAN_FILE, Sandbox
 
 pytestmark = pytest.mark.e2e
@@ -114,7 +115,7 @@ class Templating:
         return doc
 
     def manifest(self) -> dict[str, Any]:
-        doc = factory.read_manifest(str(self.dir))
+        doc = template_manifest(str(self.dir))
         assert doc is not None, f"no template at {self.dir}: {listing(self.dir)}"
         return doc
 
@@ -217,22 +218,6 @@ def alt(pykata: Pykata, templates: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 # --- finding a clone's QEMU ------------------------------------------------------------
-
-
-def qemu_argvs(state_dir: Path) -> dict[int, list[str]]:
-    """The QEMUs of sandboxes under `state_dir` (not a template's: that lives elsewhere)."""
-    found = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-        except OSError:
-            continue
-        if argv and argv[0].endswith("qemu-system-x86_64") \
-                and f"{state_dir}/" in " ".join(argv):
-            found[int(proc.name)] = argv
-    return found
 
 
 def wait_qemu(state_dir: Path, timeout: float = 60) -> tuple[int, list[str]]:

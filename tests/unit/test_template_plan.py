@@ -20,7 +20,14 @@ from pykata.domain.limits import Limits
 from pykata.domain.topology import HostNode, HostTopology
 from pykata.plan.network import HostLink, NetworkRequest
 from pykata.plan.sandbox import NetnsFacts, SandboxPlan, SandboxRequest, plan_sandbox
-from pykata.plan.template import HOTPLUG_PARAM, FileIds, TemplateKey, template_key
+from pykata.plan.template import (
+    HOTPLUG_PARAM,
+    RETRY_AFTER_S,
+    FileIds,
+    TemplateFailure,
+    TemplateKey,
+    template_key,
+)
 from pykata.vmm.clone import copy_ram
 
 FACTS = HostFacts(frozenset(), False, "", False, online_cpus=4, mem_total_mib=16384)
@@ -81,6 +88,19 @@ def test_boot_decision(req: dict[str, Any], boot: str, reason: str) -> None:
     assert reason in plan.vm.boot_reason
     assert (plan.template is not None) is (boot == "clone")
     assert plan.to_json()["boot"] == boot
+
+
+@pytest.mark.parametrize(("age", "same_key", "boot"), [
+    (5.0, True, "cold"), (RETRY_AFTER_S + 1, True, "clone"), (5.0, False, "clone")],
+    ids=["recent", "old", "another-template"])
+def test_a_failed_making_sends_starts_cold_for_a_while(age: float, same_key: bool,
+                                                      boot: str) -> None:
+    key = _key() if same_key else TemplateKey("/q:1:1", "/k:2:2", "/i:3:3", "other")
+    plan = _plan(template_failure=TemplateFailure(key, age, "agent did not come up"))
+    assert plan.vm.boot == boot
+    if boot == "cold":
+        assert plan.vm.boot_reason.startswith("making the template failed 5 s ago")
+        assert plan.vm.boot_reason.endswith(": agent did not come up")
 
 
 def test_a_current_template_is_cloned_and_grown_to_the_pods_size() -> None:

@@ -139,9 +139,9 @@ def template_check(cfg: Config) -> CheckResult:
                            "sandboxes boot cold until this is fixed")
     where = doc["path"]
     if doc.get("failed"):
-        return CheckResult("vm template", Status.WARN, f"at {where}: making it failed "
-                           f"{doc['failed']}", "sandboxes boot cold meanwhile; `pykata "
-                           "factory init` tries at once and says why")
+        return CheckResult("vm template", Status.WARN, f"at {where}: {doc['failed']}",
+                           "sandboxes boot cold meanwhile; `pykata factory init` tries at "
+                           "once and says why")
     if doc["state"] == "none":
         return CheckResult("vm template", Status.PASS, f"none yet at {where}: made on first "
                            "use", "`pykata factory init` makes it now")

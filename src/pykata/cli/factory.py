@@ -50,7 +50,7 @@ def _status_text(doc: dict[str, Any]) -> str:
                   f"state {doc['state_bytes'] >> 10} KiB",
                   f"made {age:.0f} s ago in {doc['make_seconds']} s"]
     if doc.get("failed"):
-        lines.append(f"making it failed {doc['failed']}")
+        lines.append(doc["failed"])
     if doc["state"] == "stale":
         lines.append(f"stale: {doc['changed']} changed (remade on next use, or "
                      "`pykata factory init`)")

@@ -30,6 +30,7 @@ from pykata.plan.network import (
 from pykata.plan.template import (
     TEMPLATE_ID,
     FileIds,
+    TemplateFailure,
     TemplateKey,
     TemplatePlan,
     plan_boot,
@@ -72,6 +73,7 @@ class SandboxRequest:
     template_files: FileIds | None = None  # what a template's key is made of, now
     template_devices: frozenset[str] = frozenset()  # the QEMU binary's, for the template
     template_on_disk: TemplateKey | None = None  # the template there now (None: none)
+    template_failure: TemplateFailure | None = None  # the last failed making recorded there
 
 
 @dataclass(frozen=True)
@@ -161,10 +163,13 @@ def plan_sandbox(req: SandboxRequest) -> SandboxPlan:
     network = None
     if req.network is not None and req.netns is not None:
         network = plan_network(req.network.netns, req.netns.links, req.netns.routes)
-    base = plan_template_vm(req.base_config or cfg, req) if cfg.factory.enable_template else None
-    effective = plan_template_vm(cfg, req) if base else None
+    base_cfg = req.base_config or cfg
+    base = plan_template_vm(base_cfg, req) if cfg.factory.enable_template else None
+    # Annotations gave the sandbox a configuration of its own: its template VM may differ.
+    effective = plan_template_vm(cfg, req) if base and base_cfg is not cfg else base
     vm, template = plan_boot(pod_vm, base, effective, len(network.nics) if network else 0,
-                             req.template_on_disk, req.template_files)
+                             req.template_on_disk, req.template_files,
+                             req.template_failure)
     warnings = [*req.warnings, *vm.sizing.warnings, *(vm.numa.warnings if vm.numa else ()),
                 *([] if req.cgroup_layout else ["no cgroup hierarchy mounted: no host cgroups"])]
     cgroups = (plan_cgroups(req.cgroup_layout, req.cgroups_path, req.sandbox_id,

@@ -30,6 +30,11 @@ HOTPLUG_PARAM = "pykata.hotplug=" + ",".join(map(str, HOTPLUG_DEVICES))
 # (shared), and marks the directory as a template's for the orphan sweep.
 READY, NEW, LOCK = "ready", "new", "template.lock"
 MEMORY, STATE, MANIFEST = "memory", "state", "manifest.json"
+FAILED = "failed.json"  # beside ready/: when, why and for which key the last making failed
+# After making a template failed, starts of that template boot cold without trying again
+# for this long: a host that cannot make it (too slow to boot one within the dial timeout,
+# say) must not make every start wait for another failure.
+RETRY_AFTER_S = 600.0
 # The fds `pykata plan` shows for the sockets QEMU inherits (the runtime's differ).
 SHOWN_FDS = {"qmp": 3, "agent": 4, "inspect": 5, "ram": 6}
 
@@ -61,10 +66,34 @@ class TemplateKey:
             return None
         return cls(*(str(doc[f]) for f in fields))
 
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, object] | None) -> TemplateKey | None:
+        """The key a template's manifest records (None: no manifest, or a bad one)."""
+        key = manifest.get("key") if manifest else None
+        return cls.from_json(key) if isinstance(key, Mapping) else None
+
     def differs(self, other: TemplateKey) -> str:
         """Which parts differ from `other`, "" when none."""
         return ", ".join(f.name for f in dataclasses.fields(self)
                          if getattr(self, f.name) != getattr(other, f.name))
+
+
+@dataclass(frozen=True)
+class TemplateFailure:
+    """The last failed making, as recorded: for which key, how long ago, and why."""
+
+    key: TemplateKey
+    age_s: float
+    why: str
+
+
+def failure_blocks(failure: TemplateFailure | None, key: TemplateKey) -> str | None:
+    """Why making the template of `key` is not tried now (a recent failure of that same
+    template), or None."""
+    if failure is None or failure.key != key or not 0 <= failure.age_s < RETRY_AFTER_S:
+        return None
+    return (f"making the template failed {failure.age_s:.0f} s ago (tried again after "
+            f"{RETRY_AFTER_S:.0f} s): {failure.why}")
 
 
 @dataclass(frozen=True)
@@ -151,12 +180,13 @@ def plan_clone(pod: VmPlan, template: VmPlan, reason: str) -> VmPlan:
 
 
 def plan_boot(pod: VmPlan, base: VmPlan | None, effective: VmPlan | None, nics: int,
-              on_disk: TemplateKey | None, files: FileIds | None
-              ) -> tuple[VmPlan, TemplatePlan | None]:
+              on_disk: TemplateKey | None, files: FileIds | None,
+              failure: TemplateFailure | None = None) -> tuple[VmPlan, TemplatePlan | None]:
     """Cold or clone, with the reason, and the template a clone needs. `base`: the
     template's VM from the configuration files (None: templating is off); `effective`:
     from the sandbox's configuration (annotations applied); `on_disk`: the key of the
-    template there now (None: none); `files`: the identities now."""
+    template there now (None: none); `files`: the identities now; `failure`: the last
+    failed making recorded there."""
     def cold(why: str) -> tuple[VmPlan, None]:
         return dataclasses.replace(pod, boot="cold", boot_reason=why), None
 
@@ -170,6 +200,8 @@ def plan_boot(pod: VmPlan, base: VmPlan | None, effective: VmPlan | None, nics: 
     if template_argv(effective) != template_argv(base):
         return cold("the sandbox's annotations change the VM the template holds")
     key = template_key(base, files)
+    if on_disk != key and (blocked := failure_blocks(failure, key)):
+        return cold(blocked)
     if on_disk is None:
         reason = f"no template at {base.template_dir} yet: made first"
     elif changed := key.differs(on_disk):

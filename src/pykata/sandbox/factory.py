@@ -27,6 +27,7 @@ from pykata.domain.errors import HostError, VmmError
 from pykata.host.qemu_caps import qemu_devices
 from pykata.plan.sandbox import SandboxRequest, plan_template_vm
 from pykata.plan.template import (
+    FAILED,
     LOCK,
     MANIFEST,
     MEMORY,
@@ -34,12 +35,20 @@ from pykata.plan.template import (
     READY,
     STATE,
     TEMPLATE_ID,
+    TemplateKey,
     TemplatePlan,
+    failure_blocks,
     template_dir,
     template_key,
 )
 from pykata.sandbox.agent_client import AgentClient
-from pykata.sandbox.request import read_facts, template_files, template_on_disk
+from pykata.sandbox.request import (
+    read_facts,
+    template_failure,
+    template_files,
+    template_manifest,
+    template_on_disk,
+)
 from pykata.transport.ttrpc_aio import TtrpcClient
 from pykata.vmm import clone
 from pykata.vmm import vm as vmm
@@ -47,11 +56,6 @@ from pykata.vmm import vm as vmm
 log = logging.getLogger(__name__)
 
 INCOMING = "incoming.state"  # a clone's copy of the template's device state
-FAILED = "failed.json"  # beside ready/: when and why the last making failed
-# After a failed making, starts boot cold without trying again for this long: a host that
-# cannot make a template (too slow to boot one within the dial timeout, say) must not make
-# every start wait for another failure.
-RETRY_AFTER_S = 600.0
 
 
 _COPIER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ram-copy")
@@ -126,24 +130,10 @@ async def clone_ram(plan: TemplatePlan, cfg: Config, state_dir: str) -> RamCopy:
             os.close(lock)
             raise
         os.close(lock)
-        if (failed := recent_failure(plan.dir)) is not None:
-            raise VmmError(f"template at {plan.dir}: making it failed {failed}")
+        if blocked := failure_blocks(template_failure(plan.dir), plan.key):
+            raise VmmError(f"template at {plan.dir}: {blocked}")
         await make_template(plan, cfg)
     raise VmmError(f"template at {plan.dir}: made, but its key does not match")
-
-
-def recent_failure(template_dir: str, now: float | None = None) -> str | None:
-    """"<N> s ago: <why>" while the last failed making is younger than RETRY_AFTER_S."""
-    try:
-        with open(os.path.join(template_dir, FAILED)) as f:
-            doc = json.load(f)
-        age = (time.time() if now is None else now) - float(doc["time"])
-        why = str(doc["why"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not 0 <= age < RETRY_AFTER_S:
-        return None
-    return f"{age:.0f} s ago (tried again after {RETRY_AFTER_S:.0f} s): {why}"
 
 
 def _copy_out(plan: TemplatePlan, state_dir: str, lock: int) -> RamCopy:
@@ -175,7 +165,7 @@ async def make_template(plan: TemplatePlan, cfg: Config) -> dict[str, Any]:
     matching one appeared while this waited for the lock. Returns its manifest."""
     async with _locked(plan.dir, exclusive=True):
         if _ready(plan, cfg):
-            return read_manifest(plan.dir) or {}
+            return template_manifest(plan.dir) or {}
         work = os.path.join(plan.dir, NEW)
         shutil.rmtree(work, ignore_errors=True)  # a maker that died half-way
         os.mkdir(work, 0o700)
@@ -195,7 +185,7 @@ async def make_template(plan: TemplatePlan, cfg: Config) -> dict[str, Any]:
         except BaseException as exc:
             shutil.rmtree(work, ignore_errors=True)
             if isinstance(exc, Exception):  # not a cancel: a signal is no verdict
-                _record_failure(plan.dir, exc)
+                _record_failure(plan, exc)
             raise
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(plan.dir, FAILED))
@@ -204,10 +194,10 @@ async def make_template(plan: TemplatePlan, cfg: Config) -> dict[str, Any]:
     return manifest
 
 
-def _record_failure(template_dir: str, exc: Exception) -> None:
+def _record_failure(plan: TemplatePlan, exc: Exception) -> None:
     why = (str(exc).splitlines() or [repr(exc)])[0]
-    with contextlib.suppress(OSError), open(os.path.join(template_dir, FAILED), "w") as f:
-        json.dump({"time": time.time(), "why": why}, f)
+    with contextlib.suppress(OSError), open(os.path.join(plan.dir, FAILED), "w") as f:
+        json.dump({"time": time.time(), "why": why, "key": plan.key.to_json()}, f)
 
 
 async def _boot_and_save(plan: TemplatePlan, cfg: Config, work: str) -> int:
@@ -279,14 +269,14 @@ def status(cfg: Config) -> dict[str, Any]:
     (and what changed), with the template's size and where its RAM file lies."""
     path = template_dir(cfg)
     doc: dict[str, Any] = {"path": path, "enabled": cfg.factory.enable_template}
-    manifest = read_manifest(path)
-    on_disk = template_on_disk(cfg)
-    failed = recent_failure(path)
-    if failed:
-        doc["failed"] = failed
+    manifest = template_manifest(path)
+    on_disk = TemplateKey.from_manifest(manifest)
+    key = template_plan(cfg).key
+    if blocked := failure_blocks(template_failure(path), key):
+        doc["failed"] = blocked
     if manifest is None or on_disk is None:
         return {**doc, "state": "none"}
-    changed = template_plan(cfg).key.differs(on_disk)
+    changed = key.differs(on_disk)
     ready = os.path.join(path, READY)
     try:
         ram = os.stat(os.path.join(ready, MEMORY)).st_blocks * 512
@@ -297,15 +287,6 @@ def status(cfg: Config) -> dict[str, Any]:
             "vcpus": manifest.get("vcpus"), "memory_mib": manifest.get("memory_mib"),
             "ram_file_bytes": ram, "state_bytes": state, "created": manifest.get("created"),
             "make_seconds": manifest.get("seconds")}
-
-
-def read_manifest(template_dir: str) -> dict[str, Any] | None:
-    try:
-        with open(os.path.join(template_dir, READY, MANIFEST)) as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 async def discard(template_dir: str, why: str) -> None:

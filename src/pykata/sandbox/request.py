@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import secrets
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -32,7 +33,15 @@ from pykata.plan.network import NetworkRequest, plan_network_request
 from pykata.plan.pci import vfio_groups
 from pykata.plan.sandbox import NetnsFacts, SandboxRequest, plan_sandbox
 from pykata.plan.sizing import limits_from_spec, workload_limits
-from pykata.plan.template import MANIFEST, READY, FileIds, TemplateKey, template_dir
+from pykata.plan.template import (
+    FAILED,
+    MANIFEST,
+    READY,
+    FileIds,
+    TemplateFailure,
+    TemplateKey,
+    template_dir,
+)
 from pykata.plan.vm import NO_LIMITS
 
 # For the shim, which reaches the host and the plans only through this layer.
@@ -92,25 +101,43 @@ def template_files(cfg: Config) -> FileIds | None:
         return None
 
 
-def template_on_disk(cfg: Config) -> TemplateKey | None:
-    """The key of the template there (None: none, or its manifest is bad)."""
-    path = os.path.join(template_dir(cfg), READY, MANIFEST)
+def template_manifest(path: str) -> dict[str, Any] | None:
+    """The manifest of the template in `path` (None: none, or not JSON)."""
     try:
-        with open(path) as f:
+        with open(os.path.join(path, READY, MANIFEST)) as f:
             doc = json.load(f)
     except (OSError, ValueError):
         return None
-    key = doc.get("key") if isinstance(doc, dict) else None
-    return TemplateKey.from_json(key) if isinstance(key, dict) else None
+    return doc if isinstance(doc, dict) else None
 
 
-def template_facts(cfg: Config) -> dict[str, Any]:
+def template_on_disk(cfg: Config) -> TemplateKey | None:
+    """The key of the template there (None: none, or its manifest is bad)."""
+    return TemplateKey.from_manifest(template_manifest(template_dir(cfg)))
+
+
+def template_failure(path: str, now: float | None = None) -> TemplateFailure | None:
+    """The last failed making recorded in the template dir `path` (None: none, or bad)."""
+    try:
+        with open(os.path.join(path, FAILED)) as f:
+            doc = json.load(f)
+        key = TemplateKey.from_json(doc["key"])
+        age = (time.time() if now is None else now) - float(doc["time"])
+        why = str(doc["why"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return TemplateFailure(key, age, why) if key is not None else None
+
+
+def template_facts(cfg: Config, devices: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The request's template fields; nothing is read while templating is off. The
-    template's devices are the QEMU binary's whatever the sandbox's own sizing uses."""
+    template's devices are the QEMU binary's (`devices` when already read) whatever the
+    sandbox's own sizing uses."""
     if not cfg.factory.enable_template:
         return {}
     return {"template_files": template_files(cfg), "template_on_disk": template_on_disk(cfg),
-            "template_devices": qemu_devices(cfg.hypervisor.path, cfg.image.dir)}
+            "template_failure": template_failure(template_dir(cfg)),
+            "template_devices": devices or qemu_devices(cfg.hypervisor.path, cfg.image.dir)}
 
 
 def read_netns(network: NetworkRequest | None) -> NetnsFacts | None:
@@ -137,16 +164,19 @@ def build_request(doc: Mapping[str, Any], *, cfg: Config | None = None,
         warnings += check_host_namespaces(doc, effective.runtime.allow_host_namespaces, source)
     network = plan_network_request(doc, effective.runtime.internetworking_model)
     hv = effective.hypervisor
+    # Read once: for the sandbox's own hotplug headroom, or the template's.
+    known = (qemu_devices(hv.path, effective.image.dir)
+             if resizable or effective.factory.enable_template else frozenset())
     return SandboxRequest(
         sandbox_id=sandbox_id or uuid.uuid4().hex, config=effective,
         facts=facts or read_facts(),
-        devices=qemu_devices(hv.path, effective.image.dir) if resizable else frozenset(),
+        devices=known if resizable else frozenset(),
         workload=workload if workload is not None else workload_limits(doc, source),
         resizable=resizable, vfio_groups=vfio_groups(doc, source),
         cgroups_path=spec_cgroups_path(doc, source), network=network,
         netns=read_netns(network), port_forward=pod,
         guest_cid=random_guest_cid(), warnings=tuple(warnings), cgroup_layout=read_layout(),
-        base_config=base, **template_facts(effective))
+        base_config=base, **template_facts(effective, known))
 
 
 def request_from_parts(cfg: Config, facts: HostFacts, sandbox_id: str | None = None, *,
