@@ -72,7 +72,7 @@ async def _boot_and_grow(sandbox: Sandbox) -> tuple[tuple[int, int], tuple[int, 
         assert sandbox.vm is not None
         devices = await sandbox.vm.qmp.execute("query-memory-devices")
         nodes = [(d["data"]["node"], (d["data"].get("requested-size") or d["data"]["size"])
-                  >> 20) for d in devices]
+                  >> 20) for d in devices if d["type"] != "virtio-pmem"]  # not RAM
         return ((boot.online_cpus, boot.mem_total_bytes >> 20),
                 (grown.online_cpus, grown.mem_total_bytes >> 20), sorted(nodes))
     finally:

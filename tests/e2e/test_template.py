@@ -239,10 +239,12 @@ def recorded_plan(state_dir: Path, sid: str) -> dict[str, Any]:
 
 
 def check_clone_argv(pid: int, argv: list[str]) -> None:
-    """A clone's QEMU: `-incoming defer`, guest RAM a shared memfd it holds, and neither
-    the shared fs nor a NIC on its command line (both are hot-plugged)."""
+    """A clone's QEMU: `-incoming defer`, guest RAM a shared memfd it holds, the template's
+    DAX image, and neither the shared fs nor a NIC on its command line (both are
+    hot-plugged)."""
     assert argv[argv.index("-incoming") + 1] == "defer", argv
-    [backend] = [a for a in argv if a.startswith("memory-backend-file,")]
+    [backend] = [a for a in argv if a.startswith("memory-backend-file,id=mem0,")]
+    assert any(a.startswith("virtio-pmem-pci,") for a in argv), argv
     assert "share=on" in backend.split(","), backend
     fd = re.search(r"mem-path=/proc/self/fd/(\d+)", backend)
     assert fd, backend

@@ -16,7 +16,7 @@ from pykata.domain.errors import HostError
 from pykata.plan.network import NetworkPlan, NetworkRequest
 from pykata.plan.qemu import QemuOption
 from pykata.plan.sandbox import SandboxPlan
-from pykata.plan.template import TemplatePlan
+from pykata.plan.template import FileIds, TemplatePlan
 from pykata.protocol.pb import agent_pb2 as pb
 from pykata.sandbox.effects import Effects
 
@@ -232,3 +232,10 @@ class FakeEffects:
 def as_effects(fx: FakeEffects) -> Effects:
     """The fakes stand in for the real agent client and VM (duck-typed)."""
     return cast(Effects, fx)
+
+
+def file_ids(qemu: str = "q", kernel: str = "k", initrd: str = "i",
+             image_dir: str = "/var/lib/pykata") -> FileIds:
+    """A template key's file identities for the built image's kernel and initramfs."""
+    return FileIds(qemu, {f"{image_dir}/image/vmlinuz": kernel,
+                          f"{image_dir}/image/initramfs.img": initrd})

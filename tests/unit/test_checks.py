@@ -46,7 +46,8 @@ PVM_HOST = HostReport(
     qemu_caps=QemuCaps(
         accels=frozenset({"tcg", "kvm"}), machines=frozenset({"q35", "pc"}),
         devices=frozenset({"virtio-serial-pci", "virtserialport", "vhost-user-fs-pci",
-                           "vhost-vsock-pci", "pc-dimm", "virtio-mem-pci", "virtio-balloon-pci"})),
+                           "vhost-vsock-pci", "pc-dimm", "virtio-mem-pci", "virtio-balloon-pci",
+                           "virtio-pmem-pci"})),
     virtiofsd=Tool(
         "/usr/lib/qemu/virtiofsd", True, "virtiofsd version 7.2.22"),
     devices={"/dev/kvm": True, "/dev/vhost-vsock": False, "/dev/net/tun": True},
@@ -54,6 +55,7 @@ PVM_HOST = HostReport(
     cgroup="v1 (hybrid, v2 at /sys/fs/cgroup/unified)",
     numa=(NumaNode(0, "0-1", 5464),),
     euid=0,
+    image_bytes=128 << 20,
 )
 
 
@@ -267,3 +269,18 @@ def test_host_facts_with_topology_are_jsonable() -> None:
     facts = dataclasses.replace(PVM_HOST.facts, topology=read_topology(hosts / "two-socket-8gpu"))
     doc = json.loads(json.dumps(check_cli.jsonable(facts)))
     assert doc["topology"]["nodes"][1]["cpus"] == "24-47,72-95"
+
+
+@pytest.mark.parametrize(("host", "qemu", "status", "detail"), [
+    ({}, {}, Status.PASS, "rootfs.img (128 MiB) on virtio-pmem, shared by every VM"),
+    ({"image_bytes": 0}, {}, Status.WARN, "off: the built initramfs (/var/lib/pykata/image/"
+     "rootfs.img cannot be read)"),
+    ({}, {"initrd": "/srv/i.img"}, Status.PASS, "off: the configured initrd"),
+    ({}, {"image": "/srv/r.img", "initrd": "/srv/i.img"}, Status.FAIL,
+     "set either image or initrd"),
+])
+def test_the_dax_image_line_says_what_run_will_boot(host: dict[str, Any], qemu: dict[str, Any],
+                                                    status: Status, detail: str) -> None:
+    c = _verdicts(dataclasses.replace(PVM_HOST, **host),
+                  cfg=_cfg(hypervisor={"qemu": qemu}))["dax guest image"]
+    assert c.status is status and detail in c.detail, c

@@ -27,11 +27,15 @@ def fake_build(dir: Path, name: str, initrd: bytes = b"initrd") -> tuple[Path, M
     (build / "busybox/bin/busybox").write_bytes(b"bb")
     (build / "image/vmlinuz").write_bytes(b"kernel")
     (build / "image/initramfs.img").write_bytes(initrd)
+    (build / "image/rootfs.img").write_bytes(b"rootfs")
+    (build / "image/initramfs-dax.img").write_bytes(b"mount")
     m = Manifest(
         inputs_hash=name * 8, builder_version=BUILDER_VERSION, kernel_version="6.1",
         packages=(), modules=(), oci_runtime="crun", compression="none",
         vmlinuz=FileInfo(6, sha256_file(build / "image/vmlinuz")),
         initramfs=FileInfo(len(initrd), sha256_file(build / "image/initramfs.img")),
+        rootfs=FileInfo(6, sha256_file(build / "image/rootfs.img")),
+        dax_initramfs=FileInfo(5, sha256_file(build / "image/initramfs-dax.img")),
         build_time="2025-01-01T00:00:00+00:00", build_seconds=1.0)
     (build / "image/manifest.json").write_text(m.to_json())
     return build, m

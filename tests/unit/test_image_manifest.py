@@ -23,7 +23,8 @@ M = Manifest(
     modules=("/lib/modules/6.1.0-56-cloud-amd64/virtio.ko",
              "/lib/modules/6.1.0-56-cloud-amd64/virtio_pci.ko"),
     oci_runtime="crun", compression="none", vmlinuz=FileInfo(100, "11" * 32),
-    initramfs=FileInfo(3 << 20, "22" * 32), build_time="2025-01-01T00:00:00+00:00",
+    initramfs=FileInfo(3 << 20, "22" * 32), rootfs=FileInfo(58 << 20, "33" * 32),
+    dax_initramfs=FileInfo(2 << 20, "44" * 32), build_time="2025-01-01T00:00:00+00:00",
     build_seconds=6.5)
 
 

@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from sandbox_fakes import FakeEffects, as_effects
+from sandbox_fakes import FakeEffects, as_effects, file_ids
 
 from pykata.domain.config import build_config
 from pykata.domain.errors import HostError, PykataError
@@ -17,7 +17,6 @@ from pykata.domain.network import IpAddress
 from pykata.domain.spec import default_spec, parse_spec
 from pykata.plan.network import HostLink, NetworkRequest
 from pykata.plan.sandbox import NetnsFacts, SandboxPlan, SandboxRequest, plan_sandbox
-from pykata.plan.template import FileIds
 from pykata.sandbox.sandbox import Sandbox
 from pykata.sandbox.state import SandboxState
 
@@ -155,7 +154,7 @@ def _clone_plan(tmp_path: Path) -> SandboxPlan:
                          network=plan.network_request, netns=NetnsFacts(
                              (HostLink(2, "eth0", "02:00:00:00:00:01", 1500, "veth", True),),
                              ()),
-                         port_forward=True, template_files=FileIds("q", "k", "i"))
+                         port_forward=True, template_files=file_ids())
     first = plan_sandbox(req)
     assert first.template is not None
     return plan_sandbox(dataclasses.replace(req, template_on_disk=first.template.key))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sandbox_fakes import file_ids
 
 from pykata.domain.config import build_config
 from pykata.domain.errors import VmmError
@@ -19,7 +20,6 @@ from pykata.plan.sandbox import SandboxRequest, plan_template_vm
 from pykata.plan.template import (
     FAILED,
     RETRY_AFTER_S,
-    FileIds,
     TemplateKey,
     TemplatePlan,
     failure_blocks,
@@ -35,7 +35,9 @@ def _plan(tmp_path: Path) -> tuple[TemplatePlan, Any]:
     cfg = build_config([("t", {"runtime": {"state_dir": str(tmp_path / "run")},
                                "factory": {"template_path": str(tmp_path / "tpl")}})])
     vm = plan_template_vm(cfg, SandboxRequest("x", cfg, FACTS))
-    return TemplatePlan(vm, template_key(vm, FileIds("q", "k", "i"))), cfg
+    key = template_key(vm, file_ids())
+    assert key is not None
+    return TemplatePlan(vm, key), cfg
 
 
 def _fail(tmp_path: Path, age: float, key: TemplateKey) -> None:
@@ -64,7 +66,7 @@ def test_an_old_failure_or_none_tries_again(tmp_path: Path, monkeypatch: pytest.
                                             age: float | None, other: bool) -> None:
     plan, cfg = _plan(tmp_path)
     if age is not None:
-        _fail(tmp_path, age, TemplateKey("q", "k", "i", "another vm") if other else plan.key)
+        _fail(tmp_path, age, TemplateKey("q", "k", "i", "", "another vm") if other else plan.key)
     tried: list[str] = []
 
     async def make(p: TemplatePlan, c: Any) -> dict[str, Any]:
@@ -78,7 +80,7 @@ def test_an_old_failure_or_none_tries_again(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_template_failure_reads_only_a_good_record(tmp_path: Path) -> None:
-    key = TemplateKey("q", "k", "i", "vm")
+    key = TemplateKey("q", "k", "i", "", "vm")
     assert template_failure(str(tmp_path)) is None
     (tmp_path / FAILED).write_text("not json")
     assert template_failure(str(tmp_path)) is None

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sandbox_fakes import file_ids
 
 from pykata.agent.boot import hotplug_devices
 from pykata.agent.clone import entropy_ioctl_arg
@@ -32,7 +33,7 @@ from pykata.vmm.clone import copy_ram
 
 FACTS = HostFacts(frozenset(), False, "", False, online_cpus=4, mem_total_mib=16384)
 DEVICES = frozenset({"pc-dimm", "virtio-mem-pci"})
-FILES = FileIds("/q:1:1", "/k:2:2", "/i:3:3")
+FILES = file_ids("/q:1:1", "/k:2:2", "/i:3:3")
 MIB = 1 << 20
 
 
@@ -79,7 +80,7 @@ def _nic(i: int) -> HostLink:
     pytest.param({"cfg": _cfg({"hypervisor": {"qemu": {"default_memory": 1024}}}),
                   "base": _cfg()}, "cold", "annotations change", id="annotated-size"),
     pytest.param({}, "clone", "no template at /run/t-template yet", id="none-yet"),
-    pytest.param({"on_disk": TemplateKey("/q:1:1", "/k:2:2", "/i:3:9", "x")}, "clone",
+    pytest.param({"on_disk": TemplateKey("/q:1:1", "/k:2:2", "/i:3:9", "", "x")}, "clone",
                  "stale (initrd, vm changed)", id="stale"),
 ])
 def test_boot_decision(req: dict[str, Any], boot: str, reason: str) -> None:
@@ -95,7 +96,7 @@ def test_boot_decision(req: dict[str, Any], boot: str, reason: str) -> None:
     ids=["recent", "old", "another-template"])
 def test_a_failed_making_sends_starts_cold_for_a_while(age: float, same_key: bool,
                                                       boot: str) -> None:
-    key = _key() if same_key else TemplateKey("/q:1:1", "/k:2:2", "/i:3:3", "other")
+    key = _key() if same_key else TemplateKey("/q:1:1", "/k:2:2", "/i:3:3", "", "other")
     plan = _plan(template_failure=TemplateFailure(key, age, "agent did not come up"))
     assert plan.vm.boot == boot
     if boot == "cold":
@@ -155,8 +156,9 @@ def test_the_key_is_stable_and_names_what_changed() -> None:
     assert TemplateKey.from_json({"qemu": "x"}) is None
     plan = _plan()
     assert plan.template is not None
-    moved = template_key(plan.template.vm, dataclasses.replace(FILES, kernel="/k:2:5"))
-    assert moved.differs(a) == "kernel"
+    moved = template_key(plan.template.vm, file_ids("/q:1:1", "/k:2:5", "/i:3:3"))
+    assert moved is not None and moved.differs(a) == "kernel"
+    assert template_key(plan.template.vm, FileIds("/q:1:1", {})) is None
     bigger = _plan(cfg=_cfg({"hypervisor": {"qemu": {"default_memory": 4096}}}))
     assert bigger.template is not None and bigger.template.key.differs(a) == "vm"
 

@@ -96,8 +96,11 @@ def read_virtio_devices(sys_root: str = "/sys") -> set[int]:
 
 
 def apply_mounts(plans: Sequence[MountPlan]) -> None:
+    """Skips a target that is already a mount point (the DAX image's init moves /dev)."""
     for plan in plans:
         os.makedirs(plan.target, exist_ok=True)
+        if os.path.ismount(plan.target):
+            continue
         try:
             linux.mount(plan.source, plan.target, plan.fstype, plan.flags, plan.data)
         except OSError as exc:
@@ -119,6 +122,29 @@ def apply_movable_root(mountpoint: str = "/.pykata-root") -> None:
     os.chroot(".")
     os.chdir("/")
     os.rmdir(mountpoint)
+
+
+def root_is_image() -> bool:
+    """True when / is the read-only DAX image, false when it is the initramfs."""
+    return bool(os.statvfs("/").f_flag & os.ST_RDONLY)
+
+
+def apply_writable_etc(etc: str = "/etc") -> None:
+    """On the read-only image, /etc becomes a tmpfs holding copies of the image's files:
+    the agent writes hosts, hostname and resolv.conf there."""
+    files: dict[str, tuple[bytes, int]] = {}
+    for dirpath, _, names in os.walk(etc):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, etc)] = (f.read(), os.stat(path).st_mode & 0o7777)
+    linux.mount("tmpfs", etc, "tmpfs", _NSD, "mode=0755")
+    for rel, (data, mode) in files.items():
+        path = os.path.join(etc, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with open(fd, "wb") as f:
+            f.write(data)
 
 
 def ensure_stdio() -> None:
@@ -184,10 +210,14 @@ def _write(path: str, text: str) -> None:
 
 def boot(modules: Sequence[str]) -> None:
     os.environ.setdefault("PATH", _PATH)
-    apply_movable_root()
+    image = root_is_image()
+    if not image:  # the DAX image is a mount already
+        apply_movable_root()
     apply_mounts(BOOT_MOUNTS[:3])  # /dev first, so the console exists
     ensure_stdio()
     apply_mounts(BOOT_MOUNTS[3:])
+    if image:
+        apply_writable_etc()
     started = time.monotonic()
     load_modules([m for m in modules if module_name(m) in CORE_MODULES])
     with open("/proc/cmdline") as f:

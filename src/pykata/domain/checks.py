@@ -65,6 +65,7 @@ class HostReport:
     cgroup: str = ""                   # "v2", "v1 (hybrid, v2 at /sys/fs/cgroup/unified)", "v1"
     numa: tuple[NumaNode, ...] = ()
     euid: int = 0
+    image_bytes: int = 0               # the DAX guest image's size (0: none, or unreadable)
 
 
 @dataclass(frozen=True)

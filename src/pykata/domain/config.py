@@ -38,7 +38,7 @@ __all__ = ["KATA_ONLY_KEYS", "KATA_SECTIONS", "SECTIONS", "AgentConfig", "Config
 # named as such rather than reported as typos.
 KATA_ONLY_KEYS = {
     "hypervisor.qemu": frozenset({
-        "image", "firmware", "firmware_volume", "confidential_guest", "rootless",
+        "firmware", "firmware_volume", "confidential_guest", "rootless",
         "seccompsandbox", "default_bridges", "memory_offset", "disable_block_device_use",
         "virtio_fs_cache_size", "virtio_fs_queue_size", "virtio_fs_extra_args",
         "block_device_driver", "block_device_aio", "block_device_cache_set",

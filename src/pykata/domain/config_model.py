@@ -109,8 +109,15 @@ class HypervisorConfig:
     kernel: str = field(default="", metadata=_spec(
         "Guest kernel; empty: the built image's `<image.dir>/image/vmlinuz`.",
         check=_absolute_or_empty, annotation="kernel", path_globs="valid_kernel_paths"))
+    image: str = field(default="", metadata=_spec(
+        "Guest root filesystem image, mapped read-only into every VM on virtio-pmem and "
+        "mounted with DAX (one copy in the host's page cache for all VMs); empty: the "
+        "built image's `<image.dir>/image/rootfs.img`, unless `initrd` is set. Set at most "
+        "one of `image` and `initrd`.",
+        check=_absolute_or_empty, annotation="image", path_globs="valid_image_paths"))
     initrd: str = field(default="", metadata=_spec(
-        "Guest initramfs; empty: the built image's `<image.dir>/image/initramfs.img`.",
+        "Guest initramfs holding the whole root (the layout for kernels without DAX); "
+        "empty: the DAX `image`. The built one is `<image.dir>/image/initramfs.img`.",
         check=_absolute_or_empty, annotation="initrd", path_globs="valid_initrd_paths"))
     machine_type: str = field(default="q35", metadata=_spec(
         "QEMU machine type.", check=_plain_name, annotation="machine_type"))
@@ -187,6 +194,8 @@ class HypervisorConfig:
         "Globs an annotated `kernel` must match.", pykata=True, check=_globs))
     valid_initrd_paths: tuple[str, ...] = field(default=(), metadata=_spec(
         "Globs an annotated `initrd` must match.", pykata=True, check=_globs))
+    valid_image_paths: tuple[str, ...] = field(default=(), metadata=_spec(
+        "Globs an annotated `image` must match.", pykata=True, check=_globs))
 
 
 @dataclass(frozen=True)

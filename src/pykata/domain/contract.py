@@ -11,6 +11,9 @@ AGENT_VSOCK_PORT = 1024
 # The host's shared directory: its virtiofs tag, and where the agent mounts it; a
 # container's files are below it, at <dir>/<container id>/.
 SHARED_TAG = "pykatafs"
+# The DAX guest image's size is a multiple of the guest's memory block (128 MiB on x86):
+# its pages are ZONE_DEVICE, and a hot-plugged DIMM after it must start a block of its own.
+DAX_IMAGE_ALIGN = 128 << 20
 GUEST_SHARED_DIR = "/run/pykata/shared"
 # After a virtio-mem shrink the guest may keep this much more than asked (partly used
 # blocks); both sides accept it.

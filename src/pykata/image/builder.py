@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pykata
 from pykata.domain.errors import ImageError
-from pykata.image import debs, kmod, pycompile, stage
+from pykata.image import dax, debs, elf, kmod, pycompile, stage
 from pykata.image.compress import check_compression, compress_file
-from pykata.image.cpio import chardev_entry, write_tree
+from pykata.image.cpio import chardev_entry, write_archive, write_tree
 from pykata.image.files import copy_file, sha256_file, tree_size
 from pykata.image.manifest import (
     BUILDER_VERSION,
@@ -107,7 +107,8 @@ def cached_manifest(dir: Path, want_hash: str) -> Manifest | None:
     if m is None or m.inputs_hash != want_hash or m.builder_version != BUILDER_VERSION:
         return None
     paths = image_paths(dir)
-    for path, info in ((paths.kernel, m.vmlinuz), (paths.initrd, m.initramfs)):
+    for path, info in ((paths.kernel, m.vmlinuz), (paths.initrd, m.initramfs),
+                       (paths.rootfs, m.rootfs), (paths.dax_initrd, m.dax_initramfs)):
         if not path.is_file() or path.stat().st_size != info.size:
             return None
         if sha256_file(path) != info.sha256:
@@ -195,6 +196,11 @@ def _stage_root(opts: BuildOptions, trees: Mapping[str, Path], inputs: Inputs,
     kpkg = trees[inputs.kernel_package]
     modules_dir = next((kpkg / "lib/modules").glob("*/kernel"), kpkg)
     on_demand = [*opts.on_demand, *kmod.modules_under(modules_dir, opts.on_demand_dirs)]
+    config = next(kpkg.glob("boot/config-*"), None)
+    missing = dax.missing_kernel_config(config.read_text() if config else "")
+    if missing:
+        raise ImageError(f"{inputs.kernel_package}: the DAX guest image needs "
+                         f"{', '.join(f'{opt}=y' for opt in missing)}")
     kernel = stage.stage_kernel(kpkg, root, opts.modules, on_demand)
     progress(f"kernel {kernel.version}: {len(kernel.modules)} modules at boot, "
               f"{kernel.on_demand} on demand")
@@ -225,6 +231,7 @@ def _build(opts: BuildOptions, inputs: Inputs, apt: debs.Apt, build: Path,
     out.mkdir()
     copy_file(kernel.vmlinuz, out / "vmlinuz", 0o644)
     initramfs = _write_initramfs(root, work, out, opts.compression, progress)
+    rootfs, dax_initramfs = _write_dax_image(root, trees, inputs, out, progress)
     stage.stage_busybox_rootfs(trees[debs.BUSYBOX_PACKAGE], build / "busybox")
     used = {debs.KERNEL_META, *inputs.primary, *libs}
     m = Manifest(
@@ -232,8 +239,9 @@ def _build(opts: BuildOptions, inputs: Inputs, apt: debs.Apt, build: Path,
         kernel_version=kernel.version,
         packages=tuple(sorted((n, inputs.versions[n]) for n in used)),
         modules=kernel.modules, oci_runtime=opts.oci_runtime, compression=opts.compression,
-        vmlinuz=FileInfo((out / "vmlinuz").stat().st_size, sha256_file(out / "vmlinuz")),
-        initramfs=initramfs, build_time=datetime.now(UTC).isoformat(timespec="seconds"),
+        vmlinuz=_info(out / "vmlinuz"),
+        initramfs=initramfs, rootfs=rootfs, dax_initramfs=dax_initramfs,
+        build_time=datetime.now(UTC).isoformat(timespec="seconds"),
         build_seconds=round(time.monotonic() - started, 2))
     (out / "manifest.json").write_text(m.to_json())
     shutil.rmtree(work)
@@ -249,8 +257,29 @@ def _write_initramfs(root: Path, work: Path, out: Path, compression: str,
     if compression != "none":
         progress(f"compressing initramfs ({compression})")
     compress_file(raw, out / "initramfs.img", compression)
-    img = out / "initramfs.img"
-    return FileInfo(img.stat().st_size, sha256_file(img))
+    return _info(out / "initramfs.img")
+
+
+def _write_dax_image(root: Path, trees: Mapping[str, Path], inputs: Inputs, out: Path,
+                     progress: Progress) -> tuple[FileInfo, FileInfo]:
+    """rootfs.img (the same tree as the initramfs, as a DAX image) and the tiny initramfs
+    that mounts it."""
+    progress("writing the DAX image (ext4)")
+    ident = bytes.fromhex(inputs.hash[:32])
+    dax.write_rootfs_image(root, out / "rootfs.img", ident)
+    kpkg = trees[inputs.kernel_package]
+    modules_dir = next((kpkg / "lib/modules").glob("*/kernel"), kpkg)
+    modules = kmod.resolve_modules(modules_dir, dax.MOUNT_MODULES, inputs.kernel_package)
+    depends = {name: elf.module_depends(ko.read_bytes(), ko.name) for name, ko in modules}
+    with (out / "initramfs-dax.img").open("wb") as f:
+        write_archive(f, dax.mount_initramfs(
+            trees[debs.BUSYBOX_PACKAGE] / "bin/busybox", modules_dir.parent.name, modules,
+            depends, DEV_NODES, stage.FLOOR_SCRIPT))
+    return _info(out / "rootfs.img"), _info(out / "initramfs-dax.img")
+
+
+def _info(path: Path) -> FileInfo:
+    return FileInfo(path.stat().st_size, sha256_file(path))
 
 
 def _point(link: Path, target: str, store: Path) -> None:

@@ -16,13 +16,15 @@ from typing import Any
 
 from pykata.domain.errors import ImageError
 
-BUILDER_VERSION = "5"
+BUILDER_VERSION = "7"
 
 
 @dataclass(frozen=True)
 class ImagePaths:
     kernel: Path
     initrd: Path
+    rootfs: Path  # the DAX image
+    dax_initrd: Path  # the tiny initramfs that mounts it
     manifest: Path
     busybox_rootfs: Path
 
@@ -30,6 +32,7 @@ class ImagePaths:
 def image_paths(dir: Path) -> ImagePaths:
     image = dir / "image"
     return ImagePaths(kernel=image / "vmlinuz", initrd=image / "initramfs.img",
+                      rootfs=image / "rootfs.img", dax_initrd=image / "initramfs-dax.img",
                       manifest=image / "manifest.json", busybox_rootfs=dir / "rootfs/busybox")
 
 
@@ -50,6 +53,8 @@ class Manifest:
     compression: str  # "none" | "gzip" | "zstd"
     vmlinuz: FileInfo
     initramfs: FileInfo
+    rootfs: FileInfo
+    dax_initramfs: FileInfo
     build_time: str  # ISO 8601, UTC
     build_seconds: float
 
@@ -67,6 +72,7 @@ class Manifest:
                 modules=tuple(str(m) for m in d["modules"]),
                 oci_runtime=str(d["oci_runtime"]), compression=str(d["compression"]),
                 vmlinuz=_file_info(d["vmlinuz"]), initramfs=_file_info(d["initramfs"]),
+                rootfs=_file_info(d["rootfs"]), dax_initramfs=_file_info(d["dax_initramfs"]),
                 build_time=str(d["build_time"]), build_seconds=float(d["build_seconds"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
@@ -115,6 +121,10 @@ def format_info(m: Manifest) -> str:
         f"sha256 {m.vmlinuz.sha256[:16]})",
         f"initramfs:    {_mib(m.initramfs.size)}, compression {m.compression}, "
         f"sha256 {m.initramfs.sha256[:16]}",
+        f"dax image:    {_mib(m.rootfs.size)} (rootfs.img, ext4 on virtio-pmem), "
+        f"sha256 {m.rootfs.sha256[:16]}",
+        f"dax initrd:   {_mib(m.dax_initramfs.size)} (initramfs-dax.img, mounts it), "
+        f"sha256 {m.dax_initramfs.sha256[:16]}",
         f"oci runtime:  {m.oci_runtime}",
         f"built:        {m.build_time} in {m.build_seconds:.1f} s "
         f"(builder {m.builder_version})",

@@ -25,6 +25,7 @@ class ArchProfile:
     bus: str                   # "pci" or "ccw": device name suffix
     pc_dimm: bool              # the machine type takes pc-dimm hotplug
     kernel_params: tuple[str, ...]
+    pmem_image: bool = False   # the guest root can be a DAX image on virtio-pmem
 
 
 ARCHES = {
@@ -32,7 +33,7 @@ ARCHES = {
         # TCG: the default model plus RDRAND, so the guest's CRNG is ready at boot and
         # Python's start-up does not block ~1.3 s on entropy (`-cpu max` boots slower).
         ArchProfile("x86_64", "q35", "qemu64,+rdrand", "ttyS0", "pci", True,
-                    X86_KERNEL_PARAMS),
+                    X86_KERNEL_PARAMS, pmem_image=True),
         ArchProfile("aarch64", "virt", "max", "ttyAMA0", "pci", True, ("cryptomgr.notests",)),
         ArchProfile("s390x", "s390-ccw-virtio", "qemu", "ttysclp0", "ccw", False,
                     ("cryptomgr.notests",)),

@@ -16,7 +16,8 @@ from pykata.domain.checks import CheckResult, HostReport, ImageReport, Status
 from pykata.domain.config import Config
 from pykata.domain.cpuset import CpuSet
 from pykata.domain.errors import ConfigError
-from pykata.plan.vm import check_state_dir, plan_accel
+from pykata.plan.arch import plan_arch
+from pykata.plan.vm import check_state_dir, plan_accel, plan_guest_image
 
 PASS, WARN, FAIL = Status.PASS, Status.WARN, Status.FAIL
 TESTED_QEMU = (7, 2)
@@ -114,6 +115,28 @@ def _free_page_reporting(r: HostReport, cfg: Config) -> CheckResult:
                            "stays with the VM", "set reclaim_guest_freed_memory = false")
     return CheckResult(name, PASS, "virtio-balloon-pci with free-page-reporting: the guest "
                        "returns memory it frees")
+
+
+def _guest_root(r: HostReport, cfg: Config) -> CheckResult:
+    """The DAX image on virtio-pmem, or why the initramfs holds the root: the decision
+    `pykata run` makes (the built image's kernel was checked for DAX when it was built)."""
+    name = "dax guest image"
+    try:
+        guest = plan_guest_image(cfg, plan_arch(cfg.hypervisor.path, r.facts.arch),
+                                 r.qemu_caps.devices, r.image_bytes)
+    except ConfigError as exc:
+        return CheckResult(name, FAIL, str(exc), "fix [hypervisor.qemu] image or initrd")
+    if guest.image:
+        kernel = ("the configured kernel must have FS_DAX, ZONE_DEVICE and virtio_pmem"
+                  if cfg.hypervisor.kernel else "the built kernel has DAX")
+        return CheckResult(name, PASS, f"{guest.image} ({guest.image_bytes / (1 << 20):.0f} "
+                           f"MiB) on virtio-pmem, shared by every VM; {kernel}")
+    detail = guest.reason.removeprefix("guest root: ")
+    if cfg.hypervisor.initrd:
+        return CheckResult(name, PASS, f"off: {detail}", "leave initrd empty for the "
+                           "shared DAX image")
+    return CheckResult(name, WARN, f"off: {detail}", "run `pykata image build`; each VM "
+                       "holds a copy of the whole initramfs meanwhile")
 
 
 def _machine(r: HostReport, cfg: Config) -> CheckResult:
@@ -215,8 +238,8 @@ def _config(r: HostReport, cfg: Config) -> CheckResult:
 
 # In the order they print: what runs the VM, then the image, then the host's setup.
 _PLATFORM: tuple[Check, ...] = (
-    _config, _cpu, _kvm, _accel, _qemu, _qemu_devices, _free_page_reporting, _machine,
-    _virtiofsd,
+    _config, _cpu, _kvm, _accel, _qemu, _qemu_devices, _free_page_reporting, _guest_root,
+    _machine, _virtiofsd,
 )
 _SETUP: tuple[Check, ...] = (
     _vsock, _modules, _cgroups, _numa, _privileges, _state_dir, _resources,

@@ -88,6 +88,25 @@ class Memory:
         return ["-m", f"{self.size_mib}M,slots={self.slots},maxmem={self.max_mib}M"]
 
 
+IMAGE_BACKEND = "image0"
+
+
+@dataclass(frozen=True)
+class PmemImage:
+    """The guest's root image, read-only and shared: QEMU maps the file (the host's page
+    cache, one copy for every VM) and the guest mounts the virtio-pmem device with DAX.
+    It takes `size` bytes of the memory-device area (`maxmem`)."""
+
+    path: str
+    size: int
+    bus: str = "pci"
+
+    def args(self) -> list[str]:
+        return ["-object", f"memory-backend-file,id={IMAGE_BACKEND},mem-path={self.path},"
+                f"size={self.size},share=on,readonly=on",
+                "-device", f"virtio-pmem-{self.bus},memdev={IMAGE_BACKEND},id=pmem0"]
+
+
 @dataclass(frozen=True)
 class VirtioMem:
     """A virtio-mem device that can plug up to `size_mib`, none of it at boot; with `node`,

@@ -68,6 +68,7 @@ class SandboxRequest:
     port_forward: bool = False       # a CRI pod: answer dials to localhost in its namespace
     cgroup_layout: CgroupLayout | None = None  # the host's hierarchies (None: no cgroups)
     guest_cid: int = 3
+    image_bytes: int = 0             # the DAX image's size (`plan.vm.image_path`; 0: unread)
     warnings: tuple[str, ...] = ()   # from reading the request (config, annotations, spec)
     base_config: Config | None = None  # before annotations (None: `config`)
     template_files: FileIds | None = None  # what a template's key is made of, now
@@ -159,7 +160,7 @@ def plan_sandbox(req: SandboxRequest) -> SandboxPlan:
     cgroup = sandbox_cgroup_path(req.cgroups_path, req.sandbox_id)
     pod_vm = plan_vm(cfg, req.facts, req.sandbox_id, state_dir, guest_cid=req.guest_cid,
                      devices=req.devices, workload=req.workload, resizable=req.resizable,
-                     vfio_groups=req.vfio_groups)
+                     vfio_groups=req.vfio_groups, image_bytes=req.image_bytes)
     network = None
     if req.network is not None and req.netns is not None:
         network = plan_network(req.network.netns, req.netns.links, req.netns.routes)
@@ -185,5 +186,6 @@ def plan_template_vm(cfg: Config, req: SandboxRequest) -> VmPlan:
     """The template's VM under `cfg`: the defaults, resizable, with the QEMU binary's
     hotplug devices."""
     path = template_dir(cfg)
-    base = plan_vm(cfg, req.facts, TEMPLATE_ID, f"{path}/new", devices=req.template_devices)
+    base = plan_vm(cfg, req.facts, TEMPLATE_ID, f"{path}/new", devices=req.template_devices,
+                   image_bytes=req.image_bytes)
     return template_vm(base, path)

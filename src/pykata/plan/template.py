@@ -4,8 +4,8 @@ A template is a booted, paused VM whose RAM and device state were saved; a clone
 them into a new QEMU (`-incoming`) with its own copy of the RAM, shared with virtiofsd.
 The template is the base VM only: default size with hotplug headroom, no shared
 filesystem and no NIC, and spare root ports that a clone's virtio-fs device and NICs are
-hot-plugged into. Its key says when it is stale: the QEMU binary, the kernel and initrd
-(path, size, mtime) and a hash of its argv (devices, sizes, kernel command line).
+hot-plugged into. Its key says when it is stale: the QEMU binary, the kernel, initrd and
+DAX image (path, size, mtime) and a hash of its argv (devices, sizes, kernel command line).
 
 What cannot be served (guest NUMA nodes, VFIO, vsock, a size the template cannot grow to,
 more NICs than spare ports) boots cold, with the reason in the plan.
@@ -53,6 +53,7 @@ class TemplateKey:
     qemu: str      # "path:size:mtime_ns" of the QEMU binary
     kernel: str
     initrd: str
+    image: str     # the DAX image's ("" for an initramfs root)
     vm: str        # sha256 of the template's argv, with fixed fds
 
     def to_json(self) -> dict[str, str]:
@@ -98,11 +99,21 @@ def failure_blocks(failure: TemplateFailure | None, key: TemplateKey) -> str | N
 
 @dataclass(frozen=True)
 class FileIds:
-    """The identities the key is made of, read from the host (`path:size:mtime_ns`)."""
+    """The identities the key is made of, read from the host (`path:size:mtime_ns`): the
+    QEMU binary's, and by path those of the guest files the configuration may boot from
+    (an unreadable one is absent)."""
 
     qemu: str
-    kernel: str
-    initrd: str
+    guest: Mapping[str, str]
+
+    def of(self, vm: VmPlan) -> tuple[str, str, str] | None:
+        """The identities of `vm`'s kernel, initrd and DAX image ("" for none), or None
+        when one cannot be read."""
+        kernel, initrd = self.guest.get(vm.kernel), self.guest.get(vm.initrd)
+        image = self.guest.get(vm.image) if vm.image else ""
+        if kernel is None or initrd is None or image is None:
+            return None
+        return kernel, initrd, image
 
 
 @dataclass(frozen=True)
@@ -132,12 +143,16 @@ def template_argv(vm: VmPlan) -> list[str]:
                           ram_fd=SHOWN_FDS["ram"])
 
 
-def template_key(vm: VmPlan, files: FileIds) -> TemplateKey:
+def template_key(vm: VmPlan, files: FileIds) -> TemplateKey | None:
     """`vm` is the template's VM; its argv is hashed with its paths and name fixed, so the
-    same configuration gives the same key wherever it is computed."""
+    same configuration gives the same key wherever it is computed. None: one of its guest
+    files cannot be read."""
+    guest = files.of(vm)
+    if guest is None:
+        return None
     fixed = dataclasses.replace(vm, console_log="/console.log", template_dir="/")
     digest = hashlib.sha256("\0".join(template_argv(fixed)).encode()).hexdigest()
-    return TemplateKey(files.qemu, files.kernel, files.initrd, digest)
+    return TemplateKey(files.qemu, *guest, digest)
 
 
 def unservable(pod: VmPlan, template: VmPlan, nics: int) -> str | None:
@@ -192,14 +207,14 @@ def plan_boot(pod: VmPlan, base: VmPlan | None, effective: VmPlan | None, nics: 
 
     if base is None or effective is None:
         return cold("templating is off ([factory] enable_template = false)")
-    if files is None:
-        return cold("the QEMU binary, kernel or initrd cannot be read")
     why = unservable(pod, effective, nics)
     if why:
         return cold(f"the template cannot serve this sandbox: {why}")
     if template_argv(effective) != template_argv(base):
         return cold("the sandbox's annotations change the VM the template holds")
-    key = template_key(base, files)
+    key = template_key(base, files) if files is not None else None
+    if key is None:
+        return cold("the QEMU binary, kernel, initrd or image cannot be read")
     if on_disk != key and (blocked := failure_blocks(failure, key)):
         return cold(blocked)
     if on_disk is None:

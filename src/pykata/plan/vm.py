@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pykata.domain.config import Config
-from pykata.domain.contract import SHARED_TAG
+from pykata.domain.contract import DAX_IMAGE_ALIGN, SHARED_TAG
 from pykata.domain.errors import ConfigError, NumaError
 from pykata.domain.host import HostFacts
 from pykata.domain.limits import Limits
@@ -25,6 +25,65 @@ NO_LIMITS = Limits()
 # Quiet, fast boot: no console chatter (serial output is slow under TCG), no PS/2 probing
 # (x86), panic powers off (-no-reboot) instead of hanging.
 BASE_KERNEL_PARAMS = ("quiet", "panic=-1", "reboot=k", "rdinit=/init")
+
+
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    """Where the guest's root comes from: the initramfs itself, or a read-only DAX image on
+    virtio-pmem that a tiny initramfs mounts (`image` set)."""
+
+    kernel: str
+    initrd: str
+    image: str = ""
+    image_bytes: int = 0
+    reason: str = ""
+
+
+def built_image_dir(cfg: Config) -> str:
+    return cfg.image.dir.rstrip("/") + "/image"
+
+
+def image_path(cfg: Config) -> str:
+    """The DAX image `cfg` asks for ("" when an `initrd` is set: the initramfs layout)."""
+    hv = cfg.hypervisor
+    return "" if hv.initrd else hv.image or f"{built_image_dir(cfg)}/rootfs.img"
+
+
+def plan_guest_image(cfg: Config, arch: ArchProfile, devices: frozenset[str],
+                     image_bytes: int) -> GuestImage:
+    """The DAX image unless an `initrd` is set; the built image falls back to its
+    initramfs where the DAX image cannot serve (a configured `image` is an error then).
+    `image_bytes`: the image file's size as read (0: unreadable)."""
+    hv = cfg.hypervisor
+    built = built_image_dir(cfg)
+    if hv.image and hv.initrd:
+        raise ConfigError("configuration", "hypervisor.qemu.image", hv.image,
+                          "set either image or initrd, not both")
+    kernel = hv.kernel or f"{built}/vmlinuz"
+    if hv.initrd:
+        return GuestImage(kernel, hv.initrd, reason="guest root: the configured initrd")
+    path = image_path(cfg)
+    why = ""
+    if not arch.pmem_image:
+        why = f"{arch.name} guests here have no virtio-pmem"
+    elif devices and f"virtio-pmem-{arch.bus}" not in devices:
+        why = f"QEMU has no virtio-pmem-{arch.bus}"
+    elif not image_bytes:
+        why = f"{path} cannot be read"
+    elif image_bytes % DAX_IMAGE_ALIGN:
+        why = (f"{path}: {image_bytes} bytes is not a multiple of "
+               f"{DAX_IMAGE_ALIGN >> 20} MiB (not a pykata image)")
+    elif "," in path:
+        why = f"{path}: a comma cannot be passed in a QEMU option"
+    if why and hv.image:
+        raise ConfigError("configuration", "hypervisor.qemu.image", hv.image, why)
+    if why:
+        return GuestImage(kernel, f"{built}/initramfs.img",
+                          reason=f"guest root: the built initramfs ({why})")
+    return GuestImage(kernel, f"{built}/initramfs-dax.img", path, image_bytes,
+                      f"guest root: {path}, read-only on virtio-pmem with DAX")
 
 
 @dataclass(frozen=True)
@@ -53,6 +112,8 @@ class VmPlan:
     boot_reason: str = ""
     template_dir: str = ""          # the template's (boot "template" or "clone")
     grow_to: tuple[int, int] | None = None  # a clone's (vCPUs, MiB) to hot-plug up to
+    image: str = ""                 # the DAX root image on virtio-pmem ("": initramfs root)
+    image_bytes: int = 0
 
     @property
     def vcpus(self) -> int:
@@ -109,12 +170,13 @@ def check_state_dir(state_dir: str) -> None:
 def plan_vm(
     cfg: Config, facts: HostFacts, sandbox_id: str, state_dir: str, guest_cid: int = 3,
     devices: frozenset[str] = frozenset(), workload: Limits = NO_LIMITS,
-    resizable: bool = True, vfio_groups: tuple[int, ...] = (),
+    resizable: bool = True, vfio_groups: tuple[int, ...] = (), image_bytes: int = 0,
 ) -> VmPlan:
     """`devices`: what the QEMU binary offers (none: no hotplug, sized statically);
     `workload`: the limits known at boot (sandbox annotations or the one container's);
     `resizable`: whether containers may come and go (false for `pykata run`);
-    `vfio_groups`: the IOMMU groups passed through (the spec's /dev/vfio/<group>)."""
+    `vfio_groups`: the IOMMU groups passed through (the spec's /dev/vfio/<group>);
+    `image_bytes`: the size of the DAX image file (`image_path`), 0 if unreadable."""
     check_state_dir(state_dir)
     hv = cfg.hypervisor
     accel, accel_reason = plan_accel(hv.accel, facts)
@@ -127,7 +189,8 @@ def plan_vm(
     bdfs = vfio_bdfs(vfio_groups, facts.topology, "config.json")
     numa = plan_numa(sizing.vcpus, sizing.max_vcpus, sizing.memory_mib, facts.topology,
                      hv.enable_numa, hv.numa_mapping, bdfs)
-    image = cfg.image.dir.rstrip("/") + "/image"
+    guest = plan_guest_image(cfg, arch, devices, image_bytes)
+    passthrough = plan_passthrough(bdfs, numa, facts.topology)
     return VmPlan(
         sandbox_id=sandbox_id,
         binary=hv.path,
@@ -138,29 +201,48 @@ def plan_vm(
         machine_extra=hv.machine_accelerators,
         arch=arch,
         sizing=sizing,
-        kernel=hv.kernel or f"{image}/vmlinuz",
-        initrd=hv.initrd or f"{image}/initramfs.img",
+        kernel=guest.kernel,
+        initrd=guest.initrd,
+        image=guest.image,
+        image_bytes=guest.image_bytes,
         kernel_params=(f"console={arch.console}", *BASE_KERNEL_PARAMS, *arch.kernel_params,
-                       *hv.kernel_params.split()),
+                       *dma_params(arch, passthrough), *hv.kernel_params.split()),
         transport=plan_transport(cfg.agent.transport, facts),
         guest_cid=guest_cid,
         virtiofs_socket=f"{state_dir}/virtiofsd.sock",
         console_log=f"{state_dir}/console.log",
-        reasons=(f"accel {accel}: {accel_reason}", machine_reason, *sizing.reasons,
+        reasons=(f"accel {accel}: {accel_reason}", machine_reason, guest.reason,
+                 *sizing.reasons,
                  *(numa.reasons if numa else ())),
         numa=numa,
-        passthrough=plan_passthrough(bdfs, numa, facts.topology),
+        passthrough=passthrough,
         free_page_reporting=hv.reclaim_guest_freed_memory and (
             not devices or f"virtio-balloon-{arch.bus}" in devices),
     )
 
 
+def dma_params(arch: ArchProfile, passthrough: Sequence[Passthrough]) -> tuple[str, ...]:
+    """No swiotlb bounce buffer on x86 without VFIO devices. `maxmem` (hotplug headroom,
+    the DAX image) puts the guest's highest address above 4 GiB, so the kernel reserves
+    and zeroes 64 MiB of bounce buffer: 64 MiB of every cold-booted VM's RAM on the host.
+    Virtio devices never bounce (they do not use the DMA API without ACCESS_PLATFORM); a
+    passed-through device limited to 32-bit DMA might, so its VM keeps the buffer."""
+    return ("swiotlb=noforce",) if arch.name == "x86_64" and not passthrough else ()
+
+
 def _memory_options(plan: VmPlan) -> list[qemu.QemuOption]:
+    """`-m`, the DAX image (first in the memory-device area, which starts on a memory
+    block, as the guest's ZONE_DEVICE mapping of it needs), then the virtio-mem devices."""
     s = plan.sizing
+    image: list[qemu.QemuOption] = []
+    room = 0
+    if plan.image:
+        image = [qemu.PmemImage(plan.image, plan.image_bytes, plan.arch.bus)]
+        room = plan.image_bytes >> 20  # MiB of maxmem
     if s.memory_hotplug == "none":
-        return [qemu.Memory(s.memory_mib)]
+        return [qemu.Memory(s.memory_mib, 0, s.memory_mib + room if room else 0), *image]
     memory: list[qemu.QemuOption] = [qemu.Memory(s.memory_mib, s.memory_slots,
-                                                 s.max_memory_mib)]
+                                                 s.max_memory_mib + room), *image]
     if s.memory_hotplug == "virtio-mem":
         memory += [qemu.VirtioMem(d.id, d.region_mib, plan.arch.bus, d.node, d.host_nodes)
                    for d in virtio_mem_devices(s, plan.numa, HOTPLUG_BLOCK_MIB)]

@@ -43,6 +43,7 @@ from pykata.plan.template import (
 )
 from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.request import (
+    image_bytes,
     read_facts,
     template_failure,
     template_files,
@@ -255,13 +256,14 @@ async def _agent_up(vm: vmm.Vm, timeout: float) -> AgentClient:
 def template_plan(cfg: Config) -> TemplatePlan:
     """The template this configuration calls for (whether or not templating is on)."""
     files = template_files(cfg)
-    if files is None:
-        hv = cfg.hypervisor
-        raise HostError(f"cannot read the QEMU binary ({hv.path}), kernel or initrd")
-    req = SandboxRequest(TEMPLATE_ID, cfg, read_facts(), template_devices=qemu_devices(
-        cfg.hypervisor.path, cfg.image.dir))
+    req = SandboxRequest(TEMPLATE_ID, cfg, read_facts(), image_bytes=image_bytes(cfg),
+                         template_devices=qemu_devices(cfg.hypervisor.path, cfg.image.dir))
     vm = plan_template_vm(cfg, req)
-    return TemplatePlan(vm, template_key(vm, files))
+    key = template_key(vm, files) if files is not None else None
+    if key is None:
+        raise HostError(f"cannot read the QEMU binary ({cfg.hypervisor.path}), kernel "
+                        f"({vm.kernel}), initrd ({vm.initrd}) or image ({vm.image or '-'})")
+    return TemplatePlan(vm, key)
 
 
 def status(cfg: Config) -> dict[str, Any]:

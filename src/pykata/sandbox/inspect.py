@@ -22,6 +22,7 @@ from pykata.domain.cpuset import CpuSet
 from pykata.domain.errors import InspectError
 from pykata.domain.topology import HostTopology
 from pykata.host.affinity import thread_affinity
+from pykata.plan.qemu import IMAGE_BACKEND
 from pykata.sandbox.leftovers import recorded_pids, started_for
 from pykata.sandbox.placement import PLACEMENT_FILE
 from pykata.sandbox.sandbox import PLAN_FILE
@@ -177,7 +178,9 @@ def _memory(memdevs: Any, pid: int, proc: str) -> list[MemoryView]:
     views = []
     # query-memdev does not say where a backend is mapped: match each (oldest backend first:
     # boot memory, then hot-plugged in slot order) to a mapping of its size and policy.
-    for dev in sorted(memdevs, key=lambda d: _natural(d["id"])):
+    # The DAX guest image is no RAM.
+    for dev in sorted((d for d in memdevs if d["id"] != IMAGE_BACKEND),
+                      key=lambda d: _natural(d["id"])):
         policy = dev.get("policy", "default")
         match = next((m for m in mappings if m[0] == dev["size"] and m[1] == policy), None)
         if match is not None:

@@ -8,6 +8,7 @@ This is the I/O before the pure `pykata.plan.sandbox.plan_sandbox`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -42,7 +43,7 @@ from pykata.plan.template import (
     TemplateKey,
     template_dir,
 )
-from pykata.plan.vm import NO_LIMITS
+from pykata.plan.vm import NO_LIMITS, built_image_dir, image_path
 
 # For the shim, which reaches the host and the plans only through this layer.
 __all__ = ["build_request", "limits_from_spec", "plan_sandbox", "request_from_parts"]
@@ -90,15 +91,30 @@ def read_facts(sysfs_root: str | None = None) -> HostFacts:
 
 
 def template_files(cfg: Config) -> FileIds | None:
-    """The identities a template's key holds: QEMU, the kernel and the initrd as they are
-    now (None: one cannot be read, so no template can be trusted)."""
+    """The identities a template's key holds: QEMU's, and those of the guest files the
+    configuration may boot from, as they are now (None: QEMU cannot be read)."""
     hv = cfg.hypervisor
-    image = cfg.image.dir.rstrip("/") + "/image"
+    built = built_image_dir(cfg)
+    paths = {hv.kernel or f"{built}/vmlinuz", hv.initrd or f"{built}/initramfs.img",
+             f"{built}/initramfs-dax.img", image_path(cfg)} - {""}
     try:
-        return FileIds(binary_key(hv.path), binary_key(hv.kernel or f"{image}/vmlinuz"),
-                       binary_key(hv.initrd or f"{image}/initramfs.img"))
+        qemu = binary_key(hv.path)
     except OSError:
         return None
+    guest = {}
+    for path in sorted(paths):
+        with contextlib.suppress(OSError):
+            guest[path] = binary_key(path)
+    return FileIds(qemu, guest)
+
+
+def image_bytes(cfg: Config) -> int:
+    """The size of the DAX image `cfg` asks for (0: none, or unreadable)."""
+    path = image_path(cfg)
+    try:
+        return os.stat(path).st_size if path else 0
+    except OSError:
+        return 0
 
 
 def template_manifest(path: str) -> dict[str, Any] | None:
@@ -175,7 +191,8 @@ def build_request(doc: Mapping[str, Any], *, cfg: Config | None = None,
         resizable=resizable, vfio_groups=vfio_groups(doc, source),
         cgroups_path=spec_cgroups_path(doc, source), network=network,
         netns=read_netns(network), port_forward=pod,
-        guest_cid=random_guest_cid(), warnings=tuple(warnings), cgroup_layout=read_layout(),
+        guest_cid=random_guest_cid(), image_bytes=image_bytes(effective),
+        warnings=tuple(warnings), cgroup_layout=read_layout(),
         base_config=base, **template_facts(effective, known))
 
 
@@ -189,5 +206,5 @@ def request_from_parts(cfg: Config, facts: HostFacts, sandbox_id: str | None = N
         sandbox_id or uuid.uuid4().hex, cfg, facts, devices=devices, workload=workload,
         resizable=resizable, vfio_groups=vfio_groups, cgroups_path=cgroups_path,
         network=network, netns=read_netns(network), port_forward=port_forward,
-        cgroup_layout=read_layout(), guest_cid=random_guest_cid(), warnings=tuple(cfg.warnings),
-        **template_facts(cfg))
+        cgroup_layout=read_layout(), guest_cid=random_guest_cid(), image_bytes=image_bytes(cfg),
+        warnings=tuple(cfg.warnings), **template_facts(cfg))
