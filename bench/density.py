@@ -58,6 +58,7 @@ class Footprint:
     qemu_anon: float
     guest_ram: float
     mem_available_drop: float
+    by_program: dict[str, float]  # PSS: QEMU (guest RAM included), virtiofsd, shim
 
 
 def mem_available_kib() -> int:
@@ -88,16 +89,21 @@ def smaps_kib(pid: int) -> dict[str, int]:
 
 def footprint(pids: list[int], pods: int, available_before: int) -> Footprint:
     pss = anon = ram = 0
+    by_program: dict[str, float] = {}
     for pid in pids:
         smaps = smaps_kib(pid)
-        pss += smaps["pss"]
+        mine = smaps["pss"]
         if program(pid).startswith("qemu-system"):
             unmapped = max(0, memfd_kib(pid) - memfd_mapped_kib(pid))
-            pss += unmapped
+            mine += unmapped
             ram += smaps["memfd"] + unmapped
             anon += smaps["anon"]
+        pss += mine
+        kind = ("qemu" if program(pid).startswith("qemu-system") else
+                "virtiofsd" if program(pid).startswith("virtiofsd") else "shim")
+        by_program[kind] = by_program.get(kind, 0) + mine / pods
     drop = available_before - mem_available_kib()
-    return Footprint(pss / pods, anon / pods, ram / pods, drop / pods)
+    return Footprint(pss / pods, anon / pods, ram / pods, drop / pods, by_program)
 
 
 @contextlib.contextmanager
@@ -212,6 +218,8 @@ def main() -> None:
             print(f"  {name:<12} PSS/pod {f.pss / 1024:6.1f} MiB   of which QEMU anon "
                   f"{f.qemu_anon / 1024:6.1f}, guest RAM {f.guest_ram / 1024:6.1f}   "
                   f"MemAvailable drop/pod {f.mem_available_drop / 1024:6.1f} MiB")
+            print(f"  {'':<12} PSS/pod by process: " + ", ".join(
+                f"{k} {v / 1024:.1f}" for k, v in sorted(f.by_program.items())) + " MiB")
         samples = cold_start(cold, args.runs)
         floor = statistics.median(samples.pop("floor"))
         print(f"cold start (`pykata run -- true`, templating off; medians of {args.runs}, "
