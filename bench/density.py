@@ -58,7 +58,7 @@ class Footprint:
     qemu_anon: float
     guest_ram: float
     mem_available_drop: float
-    by_program: dict[str, float]  # PSS: QEMU (guest RAM included), virtiofsd, shim
+    by_program: dict[str, float]  # PSS by process, QEMU's by kind of mapping
 
 
 def mem_available_kib() -> int:
@@ -70,40 +70,57 @@ def mem_available_kib() -> int:
 
 
 def smaps_kib(pid: int) -> dict[str, int]:
-    """PSS, anonymous memory and the PSS of memfd mappings (guest RAM) from smaps."""
-    out = {"pss": 0, "anon": 0, "memfd": 0}
-    in_memfd = False
+    """PSS, anonymous memory, the PSS of memfd mappings (guest RAM), of the DAX image, and
+    the anonymous memory of executable anonymous mappings (TCG's translation cache)."""
+    out = {"pss": 0, "anon": 0, "memfd": 0, "image": 0, "tcg": 0}
+    kind = ""
     with open(f"/proc/{pid}/smaps") as f:
         for line in f:
-            head = line.split()
+            head = line.split(maxsplit=5)  # a name may hold spaces: "/memfd:x (deleted)"
             if head and not head[0].endswith(":"):
-                in_memfd = len(head) == 6 and head[5].startswith("/memfd:")
+                name = head[5].strip() if len(head) == 6 else ""
+                kind = ("memfd" if name.startswith("/memfd:") else
+                        "image" if name.endswith("/rootfs.img") else
+                        "tcg" if not name and "x" in head[1] else "")
             elif head[0] == "Pss:":
                 out["pss"] += int(head[1])
-                if in_memfd:
-                    out["memfd"] += int(head[1])
+                if kind in ("memfd", "image"):
+                    out[kind] += int(head[1])
             elif head[0] == "Anonymous:":  # QEMU's anonymous memory is its own
                 out["anon"] += int(head[1])
+                if kind == "tcg":
+                    out["tcg"] += int(head[1])
     return out
 
 
 def footprint(pids: list[int], pods: int, available_before: int) -> Footprint:
+    """Per pod: PSS in all, QEMU's anonymous memory, guest RAM, the MemAvailable drop, and
+    PSS by process (QEMU's split into translation cache, other anonymous memory, guest
+    RAM, the DAX image and the rest: its binary and libraries)."""
     pss = anon = ram = 0
-    by_program: dict[str, float] = {}
+    parts: dict[str, float] = {}
+
+    def add(kind: str, kib: float) -> None:
+        parts[kind] = parts.get(kind, 0) + kib / pods
+
     for pid in pids:
         smaps = smaps_kib(pid)
-        mine = smaps["pss"]
         if program(pid).startswith("qemu-system"):
             unmapped = max(0, memfd_kib(pid) - memfd_mapped_kib(pid))
-            mine += unmapped
-            ram += smaps["memfd"] + unmapped
+            guest = smaps["memfd"] + unmapped
+            pss += smaps["pss"] + unmapped
+            ram += guest
             anon += smaps["anon"]
-        pss += mine
-        kind = ("qemu" if program(pid).startswith("qemu-system") else
-                "virtiofsd" if program(pid).startswith("virtiofsd") else "shim")
-        by_program[kind] = by_program.get(kind, 0) + mine / pods
+            add("qemu tcg", smaps["tcg"])
+            add("qemu anon", smaps["anon"] - smaps["tcg"])
+            add("qemu guest RAM", guest)
+            add("qemu image", smaps["image"])
+            add("qemu files", smaps["pss"] - smaps["anon"] - smaps["memfd"] - smaps["image"])
+        else:
+            pss += smaps["pss"]
+            add("virtiofsd" if program(pid).startswith("virtiofsd") else "shim", smaps["pss"])
     drop = available_before - mem_available_kib()
-    return Footprint(pss / pods, anon / pods, ram / pods, drop / pods, by_program)
+    return Footprint(pss / pods, anon / pods, ram / pods, drop / pods, parts)
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ from pykata.plan.template import (
     TemplateKey,
     template_key,
 )
-from pykata.vmm.clone import copy_ram
+from pykata.vmm.clone import copy_ram, write_kernel_stub
 
 FACTS = HostFacts(frozenset(), False, "", False, online_cpus=4, mem_total_mib=16384)
 DEVICES = frozenset({"pc-dimm", "virtio-mem-pci"})
@@ -126,6 +126,7 @@ def test_clone_argv_restores_on_a_memfd_and_has_spare_ports() -> None:
     assert ("-object memory-backend-file,id=mem0,size=2048M,mem-path=/proc/self/fd/6,"
             "share=on") in argv
     assert "-incoming defer" in argv
+    assert "-kernel /run/t-template/ready/kernel.stub " in argv  # the RAM holds the kernel
     assert HOTPLUG_PARAM in argv
     assert "vhost-user-fs" not in argv  # hot-plugged after the restore
     for chassis, port in enumerate(("rp-fs", "rp-net0", "rp-net1", "rp-net2"), 1):
@@ -146,6 +147,7 @@ def test_template_argv_is_cold_bootable() -> None:
 
     argv = " ".join(template_argv(plan.template.vm))
     assert "-incoming" not in argv and "pykata-template" in argv
+    assert "-kernel /var/lib/pykata/image/vmlinuz " in argv
     assert "/run/t-template/new/console.log" in argv
 
 
@@ -173,12 +175,27 @@ def test_copy_ram_skips_holes_and_zero_pages(tmp_path: Path) -> None:
         os.pwrite(src, b"\xaa" * MIB, 2 * MIB)
         os.pwrite(src, bytes(MIB), 4 * MIB)  # allocated, but zeros
         os.pwrite(src, b"tail", size - 4)
-        assert MIB < copy_ram(src, dst, size) <= MIB + 64 * 1024  # the tail's block
+        os.pwrite(src, b"\x01", 6 * MIB)  # one page of a MiB that is otherwise zeros
+        assert copy_ram(src, dst, size) == MIB + 2 * 4096  # the tail's page, the 0x01 one
         assert os.pread(dst, size, 0) == os.pread(src, size, 0)
-        assert os.fstat(dst).st_blocks * 512 <= MIB + 64 * 1024
+        assert os.fstat(dst).st_blocks * 512 <= MIB + 2 * 64 * 1024
     finally:
         os.close(src)
         os.close(dst)
+
+
+def test_a_kernel_stub_keeps_the_setup_header_only(tmp_path: Path) -> None:
+    image = bytearray(b"\x11" * (64 * 1024))
+    image[0x1F1] = 7  # setup sectors: (7 + 1) * 512 bytes of setup code and header
+    image[0x202:0x206] = b"HdrS"
+    (tmp_path / "vmlinuz").write_bytes(bytes(image))
+    n = write_kernel_stub(str(tmp_path / "vmlinuz"), str(tmp_path / "stub"))
+    stub = (tmp_path / "stub").read_bytes()
+    assert n == len(stub) == 8 * 512 + 4096
+    assert stub[:8 * 512] == bytes(image[:8 * 512]) and stub[8 * 512:] == bytes(4096)
+    (tmp_path / "elf").write_bytes(b"\x7fELF" + bytes(100))  # not a bzImage: copied whole
+    write_kernel_stub(str(tmp_path / "elf"), str(tmp_path / "stub2"))
+    assert (tmp_path / "stub2").read_bytes() == (tmp_path / "elf").read_bytes()
 
 
 def test_reseed_argument_is_a_rand_pool_info() -> None:

@@ -30,6 +30,9 @@ HOTPLUG_PARAM = "pykata.hotplug=" + ",".join(map(str, HOTPLUG_DEVICES))
 # (shared), and marks the directory as a template's for the orphan sweep.
 READY, NEW, LOCK = "ready", "new", "template.lock"
 MEMORY, STATE, MANIFEST = "memory", "state", "manifest.json"
+# A clone's -kernel: the template's bzImage cut after its setup header. QEMU keeps the
+# -kernel file in its own memory (13.5 MiB per VM); a clone never boots it.
+KERNEL_STUB = "kernel.stub"
 FAILED = "failed.json"  # beside ready/: when, why and for which key the last making failed
 # After making a template failed, starts of that template boot cold without trying again
 # for this long: a host that cannot make it (too slow to boot one within the dial timeout,
@@ -181,7 +184,8 @@ def unservable(pod: VmPlan, template: VmPlan, nics: int) -> str | None:
 def plan_clone(pod: VmPlan, template: VmPlan, reason: str) -> VmPlan:
     """The template's VM as this sandbox's: its own sockets and console, the pod's
     defaults for later resizes (none when the pod is sized statically, as a cold boot
-    would be), and the pod's boot size to grow to after the restore."""
+    would be), the pod's boot size to grow to after the restore, and the template's
+    kernel stub for -kernel (its RAM holds the booted kernel)."""
     sizing = dataclasses.replace(
         template.sizing, default_vcpus=pod.sizing.default_vcpus,
         default_memory_mib=pod.sizing.default_memory_mib, warnings=pod.sizing.warnings,
@@ -189,6 +193,7 @@ def plan_clone(pod: VmPlan, template: VmPlan, reason: str) -> VmPlan:
     grow = (pod.sizing.vcpus, pod.sizing.memory_mib)
     return dataclasses.replace(
         template, sandbox_id=pod.sandbox_id, boot="clone", boot_reason=reason,
+        kernel=f"{template.template_dir}/{READY}/{KERNEL_STUB}",
         virtiofs_socket=pod.virtiofs_socket, console_log=pod.console_log,
         guest_cid=pod.guest_cid, sizing=sizing, reasons=pod.reasons,
         grow_to=grow if grow != (template.sizing.vcpus, template.sizing.memory_mib) else None)

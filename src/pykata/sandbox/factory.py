@@ -28,6 +28,7 @@ from pykata.host.qemu_caps import qemu_devices
 from pykata.plan.sandbox import SandboxRequest, plan_template_vm
 from pykata.plan.template import (
     FAILED,
+    KERNEL_STUB,
     LOCK,
     MANIFEST,
     MEMORY,
@@ -215,6 +216,7 @@ async def _boot_and_save(plan: TemplatePlan, cfg: Config, work: str) -> int:
         try:
             await vm.connect_qmp()
             agent = await _agent_up(vm, cfg.agent.dial_timeout)
+            clone.write_kernel_stub(plan.vm.kernel, os.path.join(work, KERNEL_STUB))
             try:
                 await clone.save_state(vm.qmp, os.path.join(work, STATE))
             finally:

@@ -25,6 +25,7 @@ IGNORE_SHARED = {"capabilities": [{"capability": "x-ignore-shared", "state": Tru
 MIGRATION_TIMEOUT = 60.0
 _POLL = 0.005
 _CHUNK = 1 << 20
+_PAGE = 4096
 _ZERO = bytes(_CHUNK)
 
 
@@ -104,7 +105,8 @@ def _extents(fd: int, size: int) -> list[tuple[int, int]]:
 
 def copy_ram(src: int, dst: int, size: int) -> int:
     """Copy guest RAM from fd `src` to fd `dst` (both `size` bytes), sparsely: holes and
-    all-zero MiBs are not written, so `dst` stays a hole there. Returns the bytes written."""
+    all-zero pages are not written, so `dst` stays a hole there (a clone's copy of it then
+    allocates nothing there either). Returns the bytes written."""
     written = 0
     for start, end in _extents(src, size):
         offset = start
@@ -113,10 +115,25 @@ def copy_ram(src: int, dst: int, size: int) -> int:
             if not data:
                 break
             if data != _ZERO[:len(data)]:
-                os.pwrite(dst, data, offset)
-                written += len(data)
+                for first, last in _nonzero_runs(data):
+                    os.pwrite(dst, data[first:last], offset + first)
+                    written += last - first
             offset += len(data)
     return written
+
+
+def _nonzero_runs(data: bytes) -> list[tuple[int, int]]:
+    """The (start, end) byte ranges of `data` made of pages that are not all zero."""
+    runs: list[tuple[int, int]] = []
+    zero = _ZERO[:_PAGE]
+    for at in range(0, len(data), _PAGE):
+        if data[at:at + _PAGE] == zero[:len(data) - at]:
+            continue
+        if runs and runs[-1][1] == at:
+            runs[-1] = (runs[-1][0], min(at + _PAGE, len(data)))
+        else:
+            runs.append((at, min(at + _PAGE, len(data))))
+    return runs
 
 
 def copy_extents(src: int, dst: int, size: int) -> int:
@@ -133,6 +150,22 @@ def copy_extents(src: int, dst: int, size: int) -> int:
             offset += sent
             written += sent
     return written
+
+
+# The x86 boot protocol: setup sectors at 0x1f1 (0 means 4), "HdrS" at 0x202.
+_SETUP_SECTS, _HDRS_AT, _HDRS = 0x1F1, 0x202, b"HdrS"
+
+
+def write_kernel_stub(kernel: str, out: str) -> int:
+    """A clone's -kernel: a bzImage's setup code and header (what QEMU parses) and one
+    zero page for a body. Anything else is copied whole. Returns the bytes written."""
+    with open(kernel, "rb") as f:
+        data = f.read()
+    if data[_HDRS_AT:_HDRS_AT + 4] == _HDRS:
+        data = data[:((data[_SETUP_SECTS] or 4) + 1) * 512] + bytes(_PAGE)
+    with open(out, "wb") as f:
+        f.write(data)
+    return len(data)
 
 
 def ram_memfd(name: str, size: int) -> int:
