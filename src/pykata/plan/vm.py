@@ -27,8 +27,6 @@ NO_LIMITS = Limits()
 BASE_KERNEL_PARAMS = ("quiet", "panic=-1", "reboot=k", "rdinit=/init")
 
 
-
-
 @dataclass(frozen=True)
 class GuestImage:
     """Where the guest's root comes from: the initramfs itself, or a read-only DAX image on
@@ -212,8 +210,7 @@ def plan_vm(
         virtiofs_socket=f"{state_dir}/virtiofsd.sock",
         console_log=f"{state_dir}/console.log",
         reasons=(f"accel {accel}: {accel_reason}", machine_reason, guest.reason,
-                 *sizing.reasons,
-                 *(numa.reasons if numa else ())),
+                 *sizing.reasons, *(numa.reasons if numa else ())),
         numa=numa,
         passthrough=passthrough,
         free_page_reporting=hv.reclaim_guest_freed_memory and (
