@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -85,6 +86,16 @@ def _parser() -> argparse.ArgumentParser:
         fsub.add_parser(verb, help=what).add_argument("--json", action="store_true",
                                                       help="machine-readable output")
 
+    mon = sub.add_parser(
+        "monitor", help="serve Prometheus metrics of every running sandbox",
+        description="Serve /metrics (Prometheus text format) for the sandboxes running under "
+        "the state directory: QEMU's, virtiofsd's and the shim's CPU, memory, threads and "
+        "fds, and each VM's sizes, boot path, NUMA nodes and pinning (docs/metrics.md).")
+    mon.add_argument("--listen", default="127.0.0.1:8090", metavar="ADDR:PORT",
+                     help="where to serve (default: loopback only, 127.0.0.1:8090)")
+    mon.add_argument("--deadline", type=float, default=2.0, metavar="SECONDS",
+                     help="how long a scrape waits for the sandboxes (default 2)")
+
     env = sub.add_parser("env", help="effective configuration and host facts, for bug reports")
     env.add_argument("--json", action="store_true", help="JSON instead of TOML")
     _add_install_parser(sub)
@@ -134,41 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="pykata: %(levelname)s: %(name)s: %(message)s")
     try:
-        if args.command == "run":
-            from pykata.cli import run
-
-            return run.main(args)
-        if args.command == "check":
-            from pykata.cli import check
-
-            return check.main(args)
-        if args.command == "plan":
-            from pykata.cli import plan
-
-            return plan.main(args)
-        if args.command == "install":
-            from pykata.cli import install
-
-            return install.main(args)
-        if args.command == "inspect":
-            from pykata.cli import inspect
-
-            return inspect.main(args)
-        if args.command == "cleanup":
-            from pykata.cli import cleanup
-
-            return cleanup.main(args)
-        if args.command == "factory":
-            from pykata.cli import factory
-
-            return factory.main(args)
-        if args.command == "env":
-            from pykata.cli import env
-
-            return env.main(args)
-        from pykata.cli import image
-
-        return image.main(args)
+        # One module per verb, imported only when used (`pykata run` skips the others).
+        verb = importlib.import_module(f"pykata.cli.{args.command}")
+        return int(verb.main(args))
     except PykataError as exc:
         print(f"pykata: error: {exc}", file=sys.stderr)
         return EXIT_PYKATA_ERROR

@@ -1,0 +1,144 @@
+"""`pykata monitor [--listen ADDR:PORT]`: a Prometheus endpoint for every running sandbox.
+
+On each scrape of `/metrics` it finds the running sandboxes (as `pykata inspect` does) and
+reads them in parallel, waiting at most `--deadline` seconds for all of them: a sandbox that
+is not read by then, or fails, counts one `pykata_monitor_scrape_errors_total` and is left
+out of that scrape; the scrape itself succeeds. Metric families follow Kata's
+(`kata_hypervisor_*` is `pykata_hypervisor_*`); docs/metrics.md has the mapping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+from prometheus_client import start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from pykata.domain.errors import ConfigError
+from pykata.host.config_files import load_config
+from pykata.sandbox.metrics import COMPONENTS, SandboxMetrics, read_sandbox, sandbox_ids
+
+WORKERS = 16
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("command line", "--listen", value, "expected ADDR:PORT")
+    return host.strip("[]"), int(port)
+
+
+class SandboxCollector(Collector):
+    """prometheus-client calls `collect` once per scrape."""
+
+    def __init__(self, state_root: str, deadline_s: float) -> None:
+        self.state_root, self.deadline_s = state_root, deadline_s
+        self.errors: dict[str, int] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "pykata-monitor")
+        self._lock = threading.Lock()
+
+    def gather(self) -> list[SandboxMetrics]:
+        ids = sandbox_ids(self.state_root)
+        futures = {self._pool.submit(read_sandbox, self.state_root, i): i for i in ids}
+        done, _ = concurrent.futures.wait(futures, timeout=self.deadline_s)
+        found = []
+        with self._lock:
+            for future, sandbox_id in futures.items():
+                if future in done and future.exception() is None:
+                    found.append(future.result())
+                else:
+                    future.cancel()
+                    self.errors[sandbox_id] = self.errors.get(sandbox_id, 0) + 1
+        return found
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.monotonic()
+        yield from families(self.gather(), dict(self.errors))
+        took = GaugeMetricFamily("pykata_monitor_scrape_duration_seconds",
+                                 "How long reading the sandboxes took in this scrape.")
+        took.add_metric([], time.monotonic() - started)
+        yield took
+
+
+def families(sandboxes: list[SandboxMetrics], errors: dict[str, int]) -> Iterator[Metric]:
+    """The metric families of one scrape: per component process figures (Kata's names with
+    pykata's prefix), pykata's sandbox figures, and the scrape errors so far."""
+    label = ["sandbox_id"]
+    running = GaugeMetricFamily("pykata_running_sandboxes", "Sandboxes read in this scrape.")
+    running.add_metric([], len(sandboxes))
+    yield running
+    for component in COMPONENTS:
+        prefix = f"pykata_{component}"
+        fds = GaugeMetricFamily(f"{prefix}_fds", "Open file descriptors.", labels=label)
+        threads = GaugeMetricFamily(f"{prefix}_threads", "Threads.", labels=label)
+        stat = GaugeMetricFamily(f"{prefix}_proc_stat", "CPU time from /proc/<pid>/stat, in "
+                                 "seconds (item utime or stime).", labels=[*label, "item"])
+        status = GaugeMetricFamily(f"{prefix}_proc_status", "Memory from /proc/<pid>/status, "
+                                   "in bytes (item vmrss, rssanon, ...).",
+                                   labels=[*label, "item"])
+        pss = GaugeMetricFamily(f"{prefix}_pss_bytes", "Proportional set size (shared pages "
+                                "divided among their users).", labels=label)
+        for s in sandboxes:
+            p = s.processes.get(component)
+            if p is None:
+                continue
+            fds.add_metric([s.sandbox_id], p.fds)
+            threads.add_metric([s.sandbox_id], p.threads)
+            stat.add_metric([s.sandbox_id, "utime"], p.utime_s)
+            stat.add_metric([s.sandbox_id, "stime"], p.stime_s)
+            for item, value in p.status.items():
+                status.add_metric([s.sandbox_id, item], value)
+            pss.add_metric([s.sandbox_id], p.pss_bytes)
+        yield from (fds, threads, stat, status, pss)
+    vcpus = GaugeMetricFamily("pykata_sandbox_vcpus", "vCPUs the VM booted with (kind boot) "
+                              "and may grow to (kind max).", labels=[*label, "kind"])
+    memory = GaugeMetricFamily("pykata_sandbox_memory_bytes", "Guest memory at boot (kind "
+                               "boot) and its ceiling (kind max).", labels=[*label, "kind"])
+    info = GaugeMetricFamily("pykata_sandbox_info", "1 per sandbox: how it booted (cold or "
+                             "clone) and how its memory is hot-plugged.",
+                             labels=[*label, "boot", "memory_hotplug"])
+    pinned = GaugeMetricFamily("pykata_sandbox_vcpus_pinned", "1 when each vCPU thread is "
+                               "pinned to host CPUs.", labels=label)
+    numa = GaugeMetricFamily("pykata_sandbox_guest_numa_node", "1 per guest NUMA node, with "
+                             "the host nodes its memory is bound to.",
+                             labels=[*label, "guest_node", "host_nodes"])
+    for s in sandboxes:
+        for kind, n in s.vcpus.items():
+            vcpus.add_metric([s.sandbox_id, kind], n)
+        for kind, n in s.memory_bytes.items():
+            memory.add_metric([s.sandbox_id, kind], n)
+        info.add_metric([s.sandbox_id, s.boot, s.memory_hotplug], 1)
+        if s.pinned is not None:
+            pinned.add_metric([s.sandbox_id], int(s.pinned))
+        for node, hosts in sorted(s.numa_nodes.items()):
+            numa.add_metric([s.sandbox_id, str(node), hosts], 1)
+    yield from (vcpus, memory, info, pinned, numa)
+    failed = CounterMetricFamily("pykata_monitor_scrape_errors", "Sandboxes not read within "
+                                 "the deadline, or whose records failed to read.",
+                                 labels=label)
+    for sandbox_id, count in sorted(errors.items()):
+        failed.add_metric([sandbox_id], count)
+    yield failed
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    host, port = parse_listen(args.listen)
+    registry = CollectorRegistry()
+    registry.register(SandboxCollector(cfg.runtime.state_dir, args.deadline))
+    server, thread = start_http_server(port, host, registry)
+    print(f"pykata monitor: http://{args.listen}/metrics (sandboxes under "
+          f"{cfg.runtime.state_dir})", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.shutdown()
+    thread.join()
+    return 0

@@ -1,0 +1,86 @@
+"""`pykata monitor` against a real sandbox: its series appear labelled with its id while it
+runs, and are gone once it is."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from e2e_support import Pykata, leftovers, sandbox_dirs
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def monitor(pykata: Pykata) -> Iterator[str]:
+    """`pykata monitor` on a loopback port, stopped by its pid; yields its /metrics URL."""
+    port = _free_port()
+    env = {**os.environ, "PYKATA_CONF_FILE": str(pykata.config)}
+    proc = subprocess.Popen([sys.executable, "-m", "pykata.cli.main", "monitor", "--listen",
+                             f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        assert b"/metrics" in proc.stdout.readline(), proc.stderr.read() if proc.stderr else ""
+        yield f"http://127.0.0.1:{port}/metrics"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
+def _samples(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def test_a_running_sandbox_is_scraped_then_gone(pykata: Pykata, monitor: str) -> None:
+    env = {**os.environ, "PYKATA_CONF_FILE": str(pykata.config)}
+    run = subprocess.Popen([sys.executable, "-m", "pykata.cli.main", "run", "--", "sh", "-c",
+                            "echo up; exec sleep 300"], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert run.stdout is not None and run.stdout.readline() == b"up\n"
+        [state] = sandbox_dirs(pykata.state_dir)
+        mine = {"sandbox_id": state.name}
+        deadline = time.monotonic() + 10
+        samples = _samples(monitor)
+        while mine not in [labels for labels, _ in samples["pykata_hypervisor_pss_bytes"]] \
+                and time.monotonic() < deadline:  # its plan and pids come as it starts
+            time.sleep(0.2)
+            samples = _samples(monitor)
+        assert samples["pykata_running_sandboxes"] == [({}, 1.0)]
+        pss = dict((labels["sandbox_id"], v) for labels, v in
+                   samples["pykata_hypervisor_pss_bytes"])
+        assert pss[state.name] > 50 << 20  # QEMU with guest RAM mapped
+        assert any(labels == {**mine, "item": "vmrss"} and v > 0
+                   for labels, v in samples["pykata_hypervisor_proc_status"])
+        for component in ("virtiofsd", "shim"):
+            assert any(labels == mine for labels, _ in samples[f"pykata_{component}_threads"])
+        assert (({**mine, "kind": "boot"}, 1.0) in samples["pykata_sandbox_vcpus"])
+        boot = [labels["boot"] for labels, _ in samples["pykata_sandbox_info"]]
+        assert boot in (["clone"], ["cold"])
+    finally:
+        run.terminate()
+        run.communicate(timeout=60)
+    after = _samples(monitor)
+    assert after["pykata_running_sandboxes"] == [({}, 0.0)]
+    assert state.name not in str(after)
+    assert leftovers(pykata.state_dir) == []
