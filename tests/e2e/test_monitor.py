@@ -77,6 +77,16 @@ def test_a_running_sandbox_is_scraped_then_gone(pykata: Pykata, monitor: str) ->
         assert (({**mine, "kind": "boot"}, 1.0) in samples["pykata_sandbox_vcpus"])
         boot = [labels["boot"] for labels, _ in samples["pykata_sandbox_info"]]
         assert boot in (["clone"], ["cold"])
+        # the guest's, from its agent through the sandbox's owner
+        total = dict((labels["item"], v) for labels, v in samples["pykata_guest_meminfo"]
+                     if labels["sandbox_id"] == state.name)
+        assert 1 << 30 < total["memtotal"] < 4 << 30 and 0 < total["memfree"] < total["memtotal"]
+        assert any(labels == {**mine, "cpu": "cpu0", "item": "idle"} and v > 0
+                   for labels, v in samples["pykata_guest_cpu_time"])
+        assert any(labels == {**mine, "interface": "lo", "item": "rx_bytes"}
+                   for labels, _ in samples["pykata_guest_netdev_stat"])
+        assert any(labels == mine for labels, _ in samples["pykata_agent_threads"])
+        assert "pykata_monitor_scrape_errors_total" not in samples
     finally:
         run.terminate()
         run.communicate(timeout=60)

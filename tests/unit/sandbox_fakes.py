@@ -228,6 +228,11 @@ class FakeEffects:
         self.step("port forward")
         stack.callback(self.log.append, "-port forward")
 
+    async def serve_metrics(self, stack: contextlib.AsyncExitStack, agent: FakeAgent,
+                            state_dir: str) -> None:
+        self.step("serve metrics")
+        stack.callback(self.log.append, "-serve metrics")
+
 
 def as_effects(fx: FakeEffects) -> Effects:
     """The fakes stand in for the real agent client and VM (duck-typed)."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import socketserver
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -55,6 +58,29 @@ def _proc(root: Path, pid: int, fds: int = 3) -> None:
     (d / "smaps_rollup").write_text(ROLLUP)
 
 
+GUEST = {
+    "meminfo": ("MemTotal:        2027000 kB\nMemFree:         1972292 kB\n"
+                "HugePages_Total:       0\n"),
+    "stat": "cpu  120 0 80 5000 3 0 2 0 0 0\ncpu0 120 0 80 5000 3 0 2 0 0 0\nintr 1\n",
+    "loadavg": "0.08 0.03 0.01 1/60 123\n",
+    "net_dev": ("Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n"
+                "  eth0:    1500      10    0    0    0     0          0         0      700"
+                "       7    0    0    0     0       0          0\n"),
+    "agent_stat": STAT, "agent_status": STATUS, "agent_fds": "9",
+}
+
+
+def _owner(path: Path, doc: dict[str, Any]) -> socketserver.UnixStreamServer:
+    """A stand-in for the sandbox owner's metrics socket, answering `doc`."""
+    class Answer(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.sendall(json.dumps(doc).encode())
+
+    server = socketserver.UnixStreamServer(str(path), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def _sandbox(state: Path, sandbox_id: str, pinned: bool | None = True) -> None:
     d = state / sandbox_id
     d.mkdir(parents=True)
@@ -68,13 +94,29 @@ def _sandbox(state: Path, sandbox_id: str, pinned: bool | None = True) -> None:
         (d / "placement.json").write_text(json.dumps({"pinned": pinned}))
 
 
-def test_a_sandbox_is_read_from_its_records_and_proc(tmp_path: Path) -> None:
+def test_a_sandbox_is_read_from_its_records_proc_and_owner(tmp_path: Path) -> None:
     proc = tmp_path / "proc"
     for pid in (4240, 4242, 4243):
         _proc(proc, pid, fds=pid - 4238)
     _sandbox(tmp_path / "run", "sb1")
-    s = read_sandbox(str(tmp_path / "run"), "sb1", str(proc))
-    assert sorted(s.processes) == ["hypervisor", "shim", "virtiofsd"]
+    without = read_sandbox(str(tmp_path / "run"), "sb1", str(proc))
+    assert without.guest is None and "metrics.sock" in without.guest_error
+    server = _owner(tmp_path / "run" / "sb1" / "metrics.sock", {"guest": GUEST})
+    try:
+        s = read_sandbox(str(tmp_path / "run"), "sb1", str(proc))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert s.guest is not None and not s.guest_error
+    assert s.guest.meminfo["memtotal"] == 2027000 * 1024
+    assert s.guest.meminfo["hugepages_total"] == 0
+    assert s.guest.cpu_seconds[("cpu0", "system")] == 0.8
+    assert s.guest.load == {"load1": 0.08, "load5": 0.03, "load15": 0.01}
+    assert s.guest.netdev[("eth0", "rx_bytes")] == 1500
+    assert s.guest.netdev[("eth0", "tx_packets")] == 7
+    assert (s.processes["agent"].fds, s.processes["agent"].utime_s) == (9, 2.5)
+    assert sorted(without.processes) == ["hypervisor", "shim", "virtiofsd"]
+    assert sorted(s.processes) == ["agent", "hypervisor", "shim", "virtiofsd"]
     assert (s.processes["hypervisor"].fds, s.processes["shim"].fds) == (4, 2)
     assert s.processes["hypervisor"].pss_bytes == 146512 * 1024
     assert (s.vcpus, s.memory_bytes) == ({"boot": 1, "max": 2},
@@ -107,9 +149,15 @@ def test_a_scrape_reports_live_sandboxes_and_counts_the_failed(
                         lambda root: [("broken", 4242), ("good", 4242)])
     real = metrics.read_sandbox
     monkeypatch.setattr("pykata.cli.monitor.read_sandbox",
-                        lambda root, sid: real(root, sid, str(proc)))
+                        lambda root, sid, _, timeout: real(root, sid, str(proc), timeout))
+    server = _owner(run / "good" / "metrics.sock", {"guest": GUEST})
     collector = SandboxCollector(str(run), deadline_s=5)
-    first = _scrape(collector)
+    try:
+        first = _scrape(collector)
+        second = _scrape(collector)
+    finally:
+        server.shutdown()
+        server.server_close()
     assert first["pykata_running_sandboxes"] == [({}, 1.0)]
     assert first["pykata_hypervisor_fds"] == [({"sandbox_id": "good"}, 3.0)]
     assert ({"sandbox_id": "good", "item": "utime"}, 250 / os.sysconf("SC_CLK_TCK")) in \
@@ -119,8 +167,13 @@ def test_a_scrape_reports_live_sandboxes_and_counts_the_failed(
     assert first["pykata_sandbox_vcpus_pinned"] == [({"sandbox_id": "good"}, 1.0)]
     assert first["pykata_sandbox_guest_numa_node"] == [
         ({"sandbox_id": "good", "guest_node": "0", "host_nodes": "0,1"}, 1.0)]
+    assert ({"sandbox_id": "good", "item": "memfree"}, 1972292 * 1024.0) in \
+        first["pykata_guest_meminfo"]
+    assert ({"sandbox_id": "good", "interface": "eth0", "item": "rx_bytes"}, 1500.0) in \
+        first["pykata_guest_netdev_stat"]
+    assert first["pykata_agent_fds"] == [({"sandbox_id": "good"}, 9.0)]
+    assert "pykata_agent_pss_bytes" not in first  # the guest has no smaps to give
     assert first["pykata_monitor_scrape_errors_total"] == [({"sandbox_id": "broken"}, 1.0)]
-    second = _scrape(collector)
     assert second["pykata_monitor_scrape_errors_total"] == [({"sandbox_id": "broken"}, 2.0)]
 
 
@@ -130,7 +183,7 @@ def test_a_sandbox_past_the_deadline_is_an_error_not_a_failed_scrape(
 
     release = threading.Event()
 
-    def hung(root: str, sandbox_id: str) -> None:
+    def hung(*_: object) -> None:
         release.wait(10)
         raise OSError("gone")
 
@@ -149,3 +202,12 @@ def test_listen_names_the_bad_value(bad: str) -> None:
     with pytest.raises(ConfigError, match="--listen"):
         parse_listen(bad)
     assert parse_listen("[::1]:9000") == ("::1", 9000)
+
+
+def test_the_state_roots_own_files_are_no_sandboxes(tmp_path: Path) -> None:
+    from pykata.sandbox.inspect import running_sandboxes
+
+    (tmp_path / ".sweep.lock").touch()  # the orphan sweep's lock: a file
+    (tmp_path / ".template").mkdir()    # the VM template
+    (tmp_path / ".template" / "pids").write_text(f"qemu {os.getpid()}\n")
+    assert running_sandboxes(str(tmp_path)) == []

@@ -23,9 +23,9 @@ from pykata.sandbox.state import SandboxState
 START = ["state dir", "share dir", "vfio check", "cgroups", "network", "launch",
          "taps to QEMU", "cgroups create 40001", "qmp connect", "agent connect", "agent check",
          "agent create_sandbox /run/pykata/shared", "agent setup_network", "port forward",
-         "vcpu threads", "cgroups update 0", "cgroups place 1"]
-STOP = ["-port forward", "-agent", "-vm", "-network", "-cgroups", "-mount shared",
-        "-dir sb1"]
+         "vcpu threads", "cgroups update 0", "cgroups place 1", "serve metrics"]
+STOP = ["-serve metrics", "-port forward", "-agent", "-vm", "-network", "-cgroups",
+        "-mount shared", "-dir sb1"]
 
 
 def _plan(tmp_path: Path) -> SandboxPlan:
@@ -165,7 +165,8 @@ CLONE_START = ["state dir", "share dir", "vfio check", "cgroups", "network", "cl
                "agent connect", "ram copied", "restore", "plug devices", "agent check",
                "agent reseed 64", "agent set time", "taps to QEMU",
                "agent create_sandbox /run/pykata/shared", "agent setup_network",
-               "port forward", "vcpu threads", "cgroups update 0", "cgroups place 1"]
+               "port forward", "vcpu threads", "cgroups update 0", "cgroups place 1",
+               "serve metrics"]
 
 
 def test_a_clone_restores_then_gets_the_pods_devices(tmp_path: Path) -> None:
@@ -178,9 +179,9 @@ def test_a_clone_restores_then_gets_the_pods_devices(tmp_path: Path) -> None:
         await sandbox.stop()
 
     asyncio.run(main())
-    cut = fx.log.index("-port forward")
+    cut = fx.log.index("-serve metrics")
     assert sorted(fx.log[:cut]) == sorted(CLONE_START)  # QMP and agent connect side by side
-    assert fx.log[:cut][-9:] == CLONE_START[-9:]
+    assert fx.log[:cut][-10:] == CLONE_START[-10:]
     assert "-clone ram" in fx.log[cut:]
 
 

@@ -1,4 +1,5 @@
-"""Facts about the guest for GetGuestDetails: memory block size, CPUs, memory, kernel.
+"""Facts about the guest for GetGuestDetails (memory block size, CPUs, memory, kernel) and
+GetMetrics (the /proc files the host's `pykata monitor` parses).
 
 Parsers are pure (text in, number out); `read_guest_details` is the one reader, with the
 /proc and /sys roots as arguments so tests can point it at fixture trees.
@@ -6,6 +7,7 @@ Parsers are pure (text in, number out); `read_guest_details` is the one reader, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import NamedTuple
 
@@ -63,3 +65,17 @@ def read_guest_details(proc: str = "/proc", sys: str = "/sys") -> GuestDetails:
         online_cpus=parse_cpu_list(cpus) if cpus else len(os.sched_getaffinity(0)),
         mem_total_bytes=parse_mem_total(meminfo) if meminfo else 0,
     )
+
+
+# GetMetrics: name -> the file, below the /proc root.
+METRICS_FILES = {"meminfo": "meminfo", "stat": "stat", "loadavg": "loadavg",
+                 "net_dev": "net/dev", "agent_stat": "self/stat", "agent_status": "self/status"}
+
+
+def read_metrics_files(proc: str = "/proc") -> dict[str, str]:
+    """The METRICS_FILES that can be read, and the agent's open fds ("agent_fds")."""
+    files = {name: text for name, rel in METRICS_FILES.items()
+             if (text := _read(f"{proc}/{rel}")) is not None}
+    with contextlib.suppress(OSError):
+        files["agent_fds"] = str(len(os.listdir(f"{proc}/self/fd")))
+    return files

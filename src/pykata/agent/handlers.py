@@ -18,7 +18,7 @@ import pykata
 from pykata.agent import clone
 from pykata.agent.console import MARKS
 from pykata.agent.containers import Containers
-from pykata.agent.guest import read_guest_details
+from pykata.agent.guest import read_guest_details, read_metrics_files
 from pykata.agent.hotplug import online_cpu_mem
 from pykata.agent.portforward import PortForwards
 from pykata.agent.sandbox import Sandbox
@@ -224,6 +224,9 @@ class AgentHandlers:
     async def SetGuestDateTime(self, r: pb.SetGuestDateTimeRequest) -> pb.Empty:
         clone.set_clock(r.sec, r.usec)
         return pb.Empty()
+
+    async def GetMetrics(self, r: pb.GetMetricsRequest) -> pb.Metrics:
+        return pb.Metrics(files=read_metrics_files())
 
 
 async def _check(r: pb.CheckRequest) -> pb.HealthCheckResponse:

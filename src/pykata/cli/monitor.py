@@ -25,6 +25,7 @@ from pykata.host.config_files import load_config
 from pykata.sandbox.metrics import COMPONENTS, SandboxMetrics, read_sandbox, sandbox_ids
 
 WORKERS = 16
+GUEST_SHARE = 0.75
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -45,15 +46,20 @@ class SandboxCollector(Collector):
 
     def gather(self) -> list[SandboxMetrics]:
         ids = sandbox_ids(self.state_root)
-        futures = {self._pool.submit(read_sandbox, self.state_root, i): i for i in ids}
+        # The guest's figures get most of the deadline: a hung guest still leaves time to
+        # report its host side.
+        futures = {self._pool.submit(read_sandbox, self.state_root, i, "/proc",
+                                     GUEST_SHARE * self.deadline_s): i for i in ids}
         done, _ = concurrent.futures.wait(futures, timeout=self.deadline_s)
         found = []
         with self._lock:
             for future, sandbox_id in futures.items():
-                if future in done and future.exception() is None:
+                ok = future in done and future.exception() is None
+                if ok:
                     found.append(future.result())
                 else:
                     future.cancel()
+                if not ok or found[-1].guest_error:  # a guest without figures counts too
                     self.errors[sandbox_id] = self.errors.get(sandbox_id, 0) + 1
         return found
 
@@ -94,8 +100,10 @@ def families(sandboxes: list[SandboxMetrics], errors: dict[str, int]) -> Iterato
             stat.add_metric([s.sandbox_id, "stime"], p.stime_s)
             for item, value in p.status.items():
                 status.add_metric([s.sandbox_id, item], value)
-            pss.add_metric([s.sandbox_id], p.pss_bytes)
+            if p.pss_bytes:  # none for the agent (the guest has no smaps to give)
+                pss.add_metric([s.sandbox_id], p.pss_bytes)
         yield from (fds, threads, stat, status, pss)
+    yield from guest_families(sandboxes)
     vcpus = GaugeMetricFamily("pykata_sandbox_vcpus", "vCPUs the VM booted with (kind boot) "
                               "and may grow to (kind max).", labels=[*label, "kind"])
     memory = GaugeMetricFamily("pykata_sandbox_memory_bytes", "Guest memory at boot (kind "
@@ -125,6 +133,33 @@ def families(sandboxes: list[SandboxMetrics], errors: dict[str, int]) -> Iterato
     for sandbox_id, count in sorted(errors.items()):
         failed.add_metric([sandbox_id], count)
     yield failed
+
+
+def guest_families(sandboxes: list[SandboxMetrics]) -> Iterator[Metric]:
+    """Kata's guest families, from the guest's /proc files."""
+    label = ["sandbox_id"]
+    meminfo = GaugeMetricFamily("pykata_guest_meminfo", "The guest's /proc/meminfo, in "
+                                "bytes (item memtotal, memfree, ...).", labels=[*label, "item"])
+    cpu = GaugeMetricFamily("pykata_guest_cpu_time", "The guest's /proc/stat CPU times, in "
+                            "seconds (cpu: cpu for all, cpu0, ...).",
+                            labels=[*label, "cpu", "item"])
+    load = GaugeMetricFamily("pykata_guest_load", "The guest's load averages (item load1, "
+                             "load5, load15).", labels=[*label, "item"])
+    netdev = GaugeMetricFamily("pykata_guest_netdev_stat", "The guest's /proc/net/dev "
+                               "counters.", labels=[*label, "interface", "item"])
+    for s in sandboxes:
+        g = s.guest
+        if g is None:
+            continue
+        for item, size in g.meminfo.items():
+            meminfo.add_metric([s.sandbox_id, item], size)
+        for (name, item), seconds in g.cpu_seconds.items():
+            cpu.add_metric([s.sandbox_id, name, item], seconds)
+        for item, average in g.load.items():
+            load.add_metric([s.sandbox_id, item], average)
+        for (interface, item), count in g.netdev.items():
+            netdev.add_metric([s.sandbox_id, interface, item], count)
+    yield from (meminfo, cpu, load, netdev)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
-"""A process's resource figures from /proc, for `pykata monitor`: CPU seconds, memory,
-threads and file descriptors.
+"""/proc figures for `pykata monitor`: a host process's CPU seconds, memory, threads and
+file descriptors, and the guest's meminfo, CPU times, load and network counters (the
+guest's /proc files, as its agent returns them).
 
 The `parse_*` functions are pure (the text of one /proc file in, figures out), so they are
-tested against recorded files; `read_process` reads them for one pid.
+tested against recorded files; `read_process` reads them for one host pid.
 """
 
 from __future__ import annotations
@@ -63,3 +64,57 @@ def read_process(pid: int, proc: str = "/proc") -> ProcessStats:
     with open(f"{base}/smaps_rollup") as f:
         pss = parse_pss(f.read())
     return ProcessStats(utime, stime, threads, len(os.listdir(f"{base}/fd")), status, pss)
+
+
+# The guest kernel's USER_HZ: /proc/stat counts in these.
+GUEST_TICKS = 100
+CPU_ITEMS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+NETDEV_ITEMS = ("rx_bytes", "rx_packets", "rx_errs", "rx_drop", "rx_fifo", "rx_frame",
+                "rx_compressed", "rx_multicast", "tx_bytes", "tx_packets", "tx_errs",
+                "tx_drop", "tx_fifo", "tx_colls", "tx_carrier", "tx_compressed")
+
+
+def parse_meminfo(text: str) -> dict[str, int]:
+    """Every /proc/meminfo line, lower-cased: kB values in bytes, counts as they are."""
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        words = value.split()
+        if words and words[0].isdigit():
+            out[key.lower()] = int(words[0]) * (1024 if words[1:] == ["kB"] else 1)
+    return out
+
+
+def parse_cpu_times(text: str, ticks: int = GUEST_TICKS) -> dict[tuple[str, str], float]:
+    """(cpu, item) -> seconds from /proc/stat's cpu lines ("cpu" is the sum of all)."""
+    out = {}
+    for line in text.splitlines():
+        words = line.split()
+        if words and words[0].startswith("cpu"):
+            for item, value in zip(CPU_ITEMS, words[1:], strict=False):
+                out[(words[0], item)] = int(value) / ticks
+    return out
+
+
+def parse_loadavg(text: str) -> dict[str, float]:
+    one, five, fifteen = text.split()[:3]
+    return {"load1": float(one), "load5": float(five), "load15": float(fifteen)}
+
+
+def parse_net_dev(text: str) -> dict[tuple[str, str], int]:
+    """(interface, item) -> counter from /proc/net/dev (two header lines)."""
+    out = {}
+    for line in text.splitlines()[2:]:
+        name, _, counters = line.partition(":")
+        for item, value in zip(NETDEV_ITEMS, counters.split(), strict=False):
+            out[(name.strip(), item)] = int(value)
+    return out
+
+
+def guest_process(files: dict[str, str]) -> ProcessStats | None:
+    """The agent's figures from its own /proc files (no PSS: no smaps), None without."""
+    if "agent_stat" not in files or "agent_status" not in files:
+        return None
+    utime, stime, threads = parse_stat(files["agent_stat"], GUEST_TICKS)
+    return ProcessStats(utime, stime, threads, int(files.get("agent_fds", "0")),
+                        parse_status(files["agent_status"]), 0)

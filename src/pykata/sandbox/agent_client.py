@@ -175,6 +175,10 @@ class AgentClient:
         req = pb.SetGuestDateTimeRequest(sec=sec, usec=int((seconds - sec) * 1e6))
         await self._unary("SetGuestDateTime", req, pb.Empty)
 
+    async def metrics_files(self) -> dict[str, str]:
+        """The guest's /proc files `pykata monitor` parses (name -> text)."""
+        return dict((await self._unary("GetMetrics", pb.GetMetricsRequest(), pb.Metrics)).files)
+
     async def guest_details(self) -> pb.GuestDetailsResponse:
         req = pb.GuestDetailsRequest(mem_block_size=True, mem_hotplug_probe=True)
         return await self._unary("GetGuestDetails", req, pb.GuestDetailsResponse)

@@ -31,6 +31,7 @@ from pykata.protocol.pb import agent_pb2 as pb
 from pykata.sandbox import factory
 from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.leftovers import record_owner
+from pykata.sandbox.metrics_server import serve_metrics
 from pykata.sandbox.network import attach_network
 from pykata.sandbox.portforward import PortForwarder
 from pykata.transport.ttrpc_aio import TtrpcClient
@@ -137,6 +138,9 @@ class Effects(Protocol):
     async def port_forward(self, stack: contextlib.AsyncExitStack, agent: AgentClient,
                            plan: SandboxPlan) -> None: ...
 
+    async def serve_metrics(self, stack: contextlib.AsyncExitStack, agent: AgentClient,
+                            state_dir: str) -> None: ...
+
 
 class RealEffects:
     """The host's and the VMM's real calls."""
@@ -219,3 +223,7 @@ class RealEffects:
         assert plan.network_request is not None
         await PortForwarder(agent, plan.network_request.netns, plan.id,
                             plan.state_dir).start(stack)
+
+    async def serve_metrics(self, stack: contextlib.AsyncExitStack, agent: AgentClient,
+                            state_dir: str) -> None:
+        await serve_metrics(stack, agent, state_dir)

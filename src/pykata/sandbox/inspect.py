@@ -74,6 +74,8 @@ def running_sandboxes(state_root: str) -> list[tuple[str, int]]:
         return []
     for name in names:
         path = os.path.join(state_root, name)
+        if name.startswith(".") or not os.path.isdir(path):  # the template, the sweep's lock
+            continue
         pid = recorded_pids(path).get("qemu")
         if pid and started_for(pid, path):
             found.append((name, pid))

@@ -11,19 +11,37 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from pykata.host.procstat import ProcessStats, read_process
+from pykata.host.procstat import (
+    ProcessStats,
+    guest_process,
+    parse_cpu_times,
+    parse_loadavg,
+    parse_meminfo,
+    parse_net_dev,
+    read_process,
+)
 from pykata.sandbox.inspect import running_sandboxes
 from pykata.sandbox.leftovers import read_owner, recorded_pids
+from pykata.sandbox.metrics_server import METRICS_SOCKET
 from pykata.sandbox.placement import PLACEMENT_FILE
 from pykata.sandbox.sandbox import PLAN_FILE
 
 MIB = 1 << 20
 # Kata's component names: the hypervisor (QEMU), virtiofsd, the shim (pykata's owner
-# process: the containerd shim, or `pykata run`).
-COMPONENTS = ("hypervisor", "virtiofsd", "shim")
+# process: the containerd shim, or `pykata run`), the agent (in the guest).
+COMPONENTS = ("hypervisor", "virtiofsd", "shim", "agent")
+
+
+@dataclass(frozen=True)
+class GuestMetrics:
+    meminfo: dict[str, int] = field(default_factory=dict)          # item -> bytes (or count)
+    cpu_seconds: dict[tuple[str, str], float] = field(default_factory=dict)  # (cpu, item)
+    load: dict[str, float] = field(default_factory=dict)            # load1, load5, load15
+    netdev: dict[tuple[str, str], int] = field(default_factory=dict)  # (interface, item)
 
 
 @dataclass(frozen=True)
@@ -36,15 +54,19 @@ class SandboxMetrics:
     memory_hotplug: str = ""        # "none", "pc-dimm", "virtio-mem"
     numa_nodes: dict[int, str] = field(default_factory=dict)  # guest node -> host nodes
     pinned: bool | None = None      # None: no placement recorded yet
+    guest: GuestMetrics | None = None
+    guest_error: str = ""           # why the guest's figures are missing
 
 
 def sandbox_ids(state_root: str) -> list[str]:
     return [sandbox_id for sandbox_id, _ in running_sandboxes(state_root)]
 
 
-def read_sandbox(state_root: str, sandbox_id: str, proc: str = "/proc") -> SandboxMetrics:
+def read_sandbox(state_root: str, sandbox_id: str, proc: str = "/proc",
+                 timeout: float = 2.0) -> SandboxMetrics:
     """One sandbox's figures; OSError or ValueError when it went away meanwhile or its
-    records are unreadable (the monitor counts a scrape error)."""
+    records are unreadable (the monitor counts a scrape error). The guest's come from the
+    owner's metrics socket within `timeout`; without them `guest_error` says why."""
     state_dir = os.path.join(state_root, sandbox_id)
     pids = recorded_pids(state_dir)
     owner = read_owner(state_dir)
@@ -53,6 +75,17 @@ def read_sandbox(state_root: str, sandbox_id: str, proc: str = "/proc") -> Sandb
     processes = {name: read_process(pid, proc) for name, pid in by_component.items() if pid}
     plan = _json(os.path.join(state_dir, PLAN_FILE))
     placement = _json(os.path.join(state_dir, PLACEMENT_FILE), missing_ok=True)
+    guest, guest_error = None, ""
+    try:
+        files = ask_owner(os.path.join(state_dir, METRICS_SOCKET), timeout)
+        guest = GuestMetrics(
+            parse_meminfo(files.get("meminfo", "")), parse_cpu_times(files.get("stat", "")),
+            parse_loadavg(files["loadavg"]) if "loadavg" in files else {},
+            parse_net_dev(files.get("net_dev", "")))
+        if (agent := guest_process(files)) is not None:
+            processes["agent"] = agent
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        guest_error = f"{METRICS_SOCKET}: {exc or type(exc).__name__}"
     return SandboxMetrics(
         sandbox_id, processes,
         vcpus={"boot": int(plan["vcpus"]), "max": int(plan["max_vcpus"])},
@@ -61,7 +94,23 @@ def read_sandbox(state_root: str, sandbox_id: str, proc: str = "/proc") -> Sandb
         boot=str(plan.get("boot", "cold")), memory_hotplug=str(plan.get("memory_hotplug", "")),
         numa_nodes={int(n["guest_node"]): ",".join(map(str, n.get("host_nodes", [])))
                     for n in plan.get("numa") or []},
-        pinned=bool(placement["pinned"]) if "pinned" in placement else None)
+        pinned=bool(placement["pinned"]) if "pinned" in placement else None,
+        guest=guest, guest_error=guest_error)
+
+
+def ask_owner(path: str, timeout: float) -> dict[str, str]:
+    """The guest's /proc files from the sandbox owner's metrics socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    doc = json.loads(b"".join(chunks))
+    if not isinstance(doc, dict) or not isinstance(doc.get("guest"), dict):
+        raise ValueError(str(doc.get("error", "no guest figures")) if isinstance(doc, dict)
+                         else "not a JSON object")
+    return {str(k): str(v) for k, v in doc["guest"].items()}
 
 
 def _json(path: str, missing_ok: bool = False) -> dict[str, Any]:

@@ -263,13 +263,15 @@ class Sandbox:
             if self.sandbox_plan.port_forward:
                 await self._fx.port_forward(self._stack, self._agent, self.sandbox_plan)
         await self._place_vcpus([self._workload])
+        await self._fx.serve_metrics(self._stack, self._agent, self.state_dir)
 
     def _record_plan(self) -> None:
         """What `pykata inspect` shows beside what it reads live."""
         s = self.plan.sizing
         vcpus, memory = self.plan.start_size
         doc = {"vcpus": vcpus, "max_vcpus": s.max_vcpus, "memory_mib": memory,
-               "max_memory_mib": s.max_memory_mib, "boot": self.plan.boot,
+               "max_memory_mib": s.max_memory_mib, "memory_hotplug": s.memory_hotplug,
+               "boot": self.plan.boot,
                "boot_reason": self.plan.boot_reason,
                "numa": self.plan.numa.to_json() if self.plan.numa else None,
                "devices": [d.to_json() for d in self.plan.passthrough]}

@@ -102,6 +102,10 @@ class ExecProcessRequest(_message.Message):
     process_json: bytes
     def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., process_json: _Optional[bytes] = ...) -> None: ...
 
+class GetMetricsRequest(_message.Message):
+    __slots__ = []
+    def __init__(self) -> None: ...
+
 class GuestDetailsRequest(_message.Message):
     __slots__ = ["mem_block_size", "mem_hotplug_probe"]
     MEM_BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -282,6 +286,19 @@ class MemoryStat(_message.Message):
     workingset_nodereclaim: int
     workingset_refault: int
     def __init__(self, anon: _Optional[int] = ..., file: _Optional[int] = ..., kernel_stack: _Optional[int] = ..., slab: _Optional[int] = ..., sock: _Optional[int] = ..., shmem: _Optional[int] = ..., file_mapped: _Optional[int] = ..., file_dirty: _Optional[int] = ..., file_writeback: _Optional[int] = ..., anon_thp: _Optional[int] = ..., inactive_anon: _Optional[int] = ..., active_anon: _Optional[int] = ..., inactive_file: _Optional[int] = ..., active_file: _Optional[int] = ..., unevictable: _Optional[int] = ..., slab_reclaimable: _Optional[int] = ..., slab_unreclaimable: _Optional[int] = ..., pgfault: _Optional[int] = ..., pgmajfault: _Optional[int] = ..., workingset_refault: _Optional[int] = ..., workingset_activate: _Optional[int] = ..., workingset_nodereclaim: _Optional[int] = ..., pgrefill: _Optional[int] = ..., pgscan: _Optional[int] = ..., pgsteal: _Optional[int] = ..., pgactivate: _Optional[int] = ..., pgdeactivate: _Optional[int] = ..., pglazyfree: _Optional[int] = ..., pglazyfreed: _Optional[int] = ..., thp_fault_alloc: _Optional[int] = ..., thp_collapse_alloc: _Optional[int] = ..., usage: _Optional[int] = ..., usage_limit: _Optional[int] = ..., swap_usage: _Optional[int] = ..., swap_limit: _Optional[int] = ...) -> None: ...
+
+class Metrics(_message.Message):
+    __slots__ = ["files"]
+    class FilesEntry(_message.Message):
+        __slots__ = ["key", "value"]
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    files: _containers.ScalarMap[str, str]
+    def __init__(self, files: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class OnlineCPUMemRequest(_message.Message):
     __slots__ = ["cpus", "mem_bytes", "timeout_ms"]
