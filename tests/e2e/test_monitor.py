@@ -1,15 +1,22 @@
-"""`pykata monitor` against a real sandbox: its series appear labelled with its id while it
-runs, and are gone once it is."""
+"""`pykata monitor` against a real sandbox, scraped by a real Prometheus (Debian's, started
+here on loopback with its own config and data directory, stopped by pid): the sandbox's
+hypervisor and guest series reach Prometheus labelled with its id while it runs, and are
+gone from /metrics once it is."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from e2e_support import Pykata, leftovers, sandbox_dirs
@@ -41,6 +48,52 @@ def monitor(pykata: Pykata) -> Iterator[str]:
         assert proc.wait(timeout=10) == 0
 
 
+@pytest.fixture
+def prometheus(monitor: str, tmp_path: Path) -> Iterator[str]:
+    """A Prometheus scraping `monitor` every second; yields its base URL."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    target = monitor.removeprefix("http://").removesuffix("/metrics")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(json.dumps({  # YAML is a superset of JSON
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [{"job_name": "pykata",
+                            "static_configs": [{"targets": [target]}]}]}))
+    port = _free_port()
+    proc = subprocess.Popen([binary, f"--config.file={config}",
+                             f"--storage.tsdb.path={tmp_path / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=open(tmp_path / "prometheus.log", "wb"))  # noqa: SIM115
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "prometheus.log").read_text()[-2000:]
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _query(base: str, expr: str) -> list[dict[str, Any]]:
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        doc = json.loads(reply.read())
+    assert doc["status"] == "success", doc
+    result: list[dict[str, Any]] = doc["data"]["result"]
+    return result
+
+
 def _samples(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     with urllib.request.urlopen(url, timeout=10) as reply:
         text = reply.read().decode()
@@ -51,7 +104,8 @@ def _samples(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     return out
 
 
-def test_a_running_sandbox_is_scraped_then_gone(pykata: Pykata, monitor: str) -> None:
+def test_a_running_sandbox_is_scraped_then_gone(pykata: Pykata, monitor: str,
+                                                prometheus: str) -> None:
     env = {**os.environ, "PYKATA_CONF_FILE": str(pykata.config)}
     run = subprocess.Popen([sys.executable, "-m", "pykata.cli.main", "run", "--", "sh", "-c",
                             "echo up; exec sleep 300"], stdin=subprocess.DEVNULL,
@@ -87,6 +141,15 @@ def test_a_running_sandbox_is_scraped_then_gone(pykata: Pykata, monitor: str) ->
                    for labels, _ in samples["pykata_guest_netdev_stat"])
         assert any(labels == mine for labels, _ in samples["pykata_agent_threads"])
         assert "pykata_monitor_scrape_errors_total" not in samples
+        # and through Prometheus: a hypervisor and a guest series of this sandbox
+        wanted = [f'pykata_hypervisor_pss_bytes{{sandbox_id="{state.name}"}}',
+                  f'pykata_guest_meminfo{{sandbox_id="{state.name}",item="memtotal"}}']
+        deadline = time.monotonic() + 30
+        while not all(_query(prometheus, q) for q in wanted) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for q in wanted:
+            [series] = _query(prometheus, q)
+            assert float(series["value"][1]) > 0, series
     finally:
         run.terminate()
         run.communicate(timeout=60)
