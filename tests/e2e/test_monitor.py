@@ -113,7 +113,7 @@ def test_a_running_sandbox_is_scraped_then_gone(pykata: Pykata, monitor: str,
     try:
         assert run.stdout is not None and run.stdout.readline() == b"up\n"
         [state] = sandbox_dirs(pykata.state_dir)
-        mine = {"sandbox_id": state.name}
+        mine = {"sandbox_id": state.name, "cri_name": "", "cri_namespace": "", "cri_uid": ""}
         deadline = time.monotonic() + 10
         samples = _samples(monitor)
         while mine not in [labels for labels, _ in samples["pykata_hypervisor_pss_bytes"]] \

@@ -81,6 +81,9 @@ def _owner(path: Path, doc: dict[str, Any]) -> socketserver.UnixStreamServer:
     return server
 
 
+MINE = {"sandbox_id": "good", "cri_name": "web", "cri_namespace": "default", "cri_uid": "u-1"}
+
+
 def _sandbox(state: Path, sandbox_id: str, pinned: bool | None = True) -> None:
     d = state / sandbox_id
     d.mkdir(parents=True)
@@ -89,7 +92,8 @@ def _sandbox(state: Path, sandbox_id: str, pinned: bool | None = True) -> None:
     (d / "plan.json").write_text(json.dumps({
         "vcpus": 1, "max_vcpus": 2, "memory_mib": 2048, "max_memory_mib": 4096,
         "boot": "clone", "memory_hotplug": "virtio-mem",
-        "numa": [{"guest_node": 0, "host_nodes": [0, 1]}]}))
+        "numa": [{"guest_node": 0, "host_nodes": [0, 1]}],
+        "pod": {"name": "web", "namespace": "default", "uid": "u-1"}}))
     if pinned is not None:
         (d / "placement.json").write_text(json.dumps({"pinned": pinned}))
 
@@ -159,19 +163,18 @@ def test_a_scrape_reports_live_sandboxes_and_counts_the_failed(
         server.shutdown()
         server.server_close()
     assert first["pykata_running_sandboxes"] == [({}, 1.0)]
-    assert first["pykata_hypervisor_fds"] == [({"sandbox_id": "good"}, 3.0)]
-    assert ({"sandbox_id": "good", "item": "utime"}, 250 / os.sysconf("SC_CLK_TCK")) in \
+    assert first["pykata_hypervisor_fds"] == [(MINE, 3.0)]
+    assert ({**MINE, "item": "utime"}, 250 / os.sysconf("SC_CLK_TCK")) in \
         first["pykata_hypervisor_proc_stat"]
     assert first["pykata_sandbox_info"] == [
-        ({"sandbox_id": "good", "boot": "clone", "memory_hotplug": "virtio-mem"}, 1.0)]
-    assert first["pykata_sandbox_vcpus_pinned"] == [({"sandbox_id": "good"}, 1.0)]
+        ({**MINE, "boot": "clone", "memory_hotplug": "virtio-mem"}, 1.0)]
+    assert first["pykata_sandbox_vcpus_pinned"] == [(MINE, 1.0)]
     assert first["pykata_sandbox_guest_numa_node"] == [
-        ({"sandbox_id": "good", "guest_node": "0", "host_nodes": "0,1"}, 1.0)]
-    assert ({"sandbox_id": "good", "item": "memfree"}, 1972292 * 1024.0) in \
-        first["pykata_guest_meminfo"]
-    assert ({"sandbox_id": "good", "interface": "eth0", "item": "rx_bytes"}, 1500.0) in \
+        ({**MINE, "guest_node": "0", "host_nodes": "0,1"}, 1.0)]
+    assert ({**MINE, "item": "memfree"}, 1972292 * 1024.0) in first["pykata_guest_meminfo"]
+    assert ({**MINE, "interface": "eth0", "item": "rx_bytes"}, 1500.0) in \
         first["pykata_guest_netdev_stat"]
-    assert first["pykata_agent_fds"] == [({"sandbox_id": "good"}, 9.0)]
+    assert first["pykata_agent_fds"] == [(MINE, 9.0)]
     assert "pykata_agent_pss_bytes" not in first  # the guest has no smaps to give
     assert first["pykata_monitor_scrape_errors_total"] == [({"sandbox_id": "broken"}, 1.0)]
     assert second["pykata_monitor_scrape_errors_total"] == [({"sandbox_id": "broken"}, 2.0)]
@@ -211,3 +214,15 @@ def test_the_state_roots_own_files_are_no_sandboxes(tmp_path: Path) -> None:
     (tmp_path / ".template").mkdir()    # the VM template
     (tmp_path / ".template" / "pids").write_text(f"qemu {os.getpid()}\n")
     assert running_sandboxes(str(tmp_path)) == []
+
+
+def test_a_cri_pods_identity_comes_from_its_annotations() -> None:
+    from pykata.plan.sandbox import pod_labels
+
+    annotations = {"io.kubernetes.cri.sandbox-name": "web",
+                   "io.kubernetes.cri.sandbox-namespace": "default",
+                   "io.kubernetes.cri.sandbox-uid": "u-1",
+                   "io.kubernetes.cri.container-type": "sandbox"}
+    assert pod_labels(annotations) == (("name", "web"), ("namespace", "default"),
+                                       ("uid", "u-1"))
+    assert pod_labels({}) == () and pod_labels(["not", "an", "object"]) == ()

@@ -72,10 +72,20 @@ class SandboxCollector(Collector):
         yield took
 
 
+# Every per-sandbox series: its id, and a CRI pod's name, namespace and uid (kata-monitor's
+# label names; empty outside Kubernetes). No container ids: they would multiply the series.
+LABELS = ["sandbox_id", "cri_name", "cri_namespace", "cri_uid"]
+
+
+def _ids(s: SandboxMetrics) -> list[str]:
+    return [s.sandbox_id, s.pod.get("name", ""), s.pod.get("namespace", ""),
+            s.pod.get("uid", "")]
+
+
 def families(sandboxes: list[SandboxMetrics], errors: dict[str, int]) -> Iterator[Metric]:
     """The metric families of one scrape: per component process figures (Kata's names with
-    pykata's prefix), pykata's sandbox figures, and the scrape errors so far."""
-    label = ["sandbox_id"]
+    pykata's prefix), the guest's, pykata's sandbox figures, and the scrape errors so far."""
+    label = LABELS
     running = GaugeMetricFamily("pykata_running_sandboxes", "Sandboxes read in this scrape.")
     running.add_metric([], len(sandboxes))
     yield running
@@ -94,14 +104,14 @@ def families(sandboxes: list[SandboxMetrics], errors: dict[str, int]) -> Iterato
             p = s.processes.get(component)
             if p is None:
                 continue
-            fds.add_metric([s.sandbox_id], p.fds)
-            threads.add_metric([s.sandbox_id], p.threads)
-            stat.add_metric([s.sandbox_id, "utime"], p.utime_s)
-            stat.add_metric([s.sandbox_id, "stime"], p.stime_s)
+            fds.add_metric(_ids(s), p.fds)
+            threads.add_metric(_ids(s), p.threads)
+            stat.add_metric([*_ids(s), "utime"], p.utime_s)
+            stat.add_metric([*_ids(s), "stime"], p.stime_s)
             for item, value in p.status.items():
-                status.add_metric([s.sandbox_id, item], value)
+                status.add_metric([*_ids(s), item], value)
             if p.pss_bytes:  # none for the agent (the guest has no smaps to give)
-                pss.add_metric([s.sandbox_id], p.pss_bytes)
+                pss.add_metric(_ids(s), p.pss_bytes)
         yield from (fds, threads, stat, status, pss)
     yield from guest_families(sandboxes)
     vcpus = GaugeMetricFamily("pykata_sandbox_vcpus", "vCPUs the VM booted with (kind boot) "
@@ -118,18 +128,18 @@ def families(sandboxes: list[SandboxMetrics], errors: dict[str, int]) -> Iterato
                              labels=[*label, "guest_node", "host_nodes"])
     for s in sandboxes:
         for kind, n in s.vcpus.items():
-            vcpus.add_metric([s.sandbox_id, kind], n)
+            vcpus.add_metric([*_ids(s), kind], n)
         for kind, n in s.memory_bytes.items():
-            memory.add_metric([s.sandbox_id, kind], n)
-        info.add_metric([s.sandbox_id, s.boot, s.memory_hotplug], 1)
+            memory.add_metric([*_ids(s), kind], n)
+        info.add_metric([*_ids(s), s.boot, s.memory_hotplug], 1)
         if s.pinned is not None:
-            pinned.add_metric([s.sandbox_id], int(s.pinned))
+            pinned.add_metric(_ids(s), int(s.pinned))
         for node, hosts in sorted(s.numa_nodes.items()):
-            numa.add_metric([s.sandbox_id, str(node), hosts], 1)
+            numa.add_metric([*_ids(s), str(node), hosts], 1)
     yield from (vcpus, memory, info, pinned, numa)
     failed = CounterMetricFamily("pykata_monitor_scrape_errors", "Sandboxes not read within "
                                  "the deadline, or whose records failed to read.",
-                                 labels=label)
+                                 labels=["sandbox_id"])
     for sandbox_id, count in sorted(errors.items()):
         failed.add_metric([sandbox_id], count)
     yield failed
@@ -137,7 +147,7 @@ def families(sandboxes: list[SandboxMetrics], errors: dict[str, int]) -> Iterato
 
 def guest_families(sandboxes: list[SandboxMetrics]) -> Iterator[Metric]:
     """Kata's guest families, from the guest's /proc files."""
-    label = ["sandbox_id"]
+    label = LABELS
     meminfo = GaugeMetricFamily("pykata_guest_meminfo", "The guest's /proc/meminfo, in "
                                 "bytes (item memtotal, memfree, ...).", labels=[*label, "item"])
     cpu = GaugeMetricFamily("pykata_guest_cpu_time", "The guest's /proc/stat CPU times, in "
@@ -152,13 +162,13 @@ def guest_families(sandboxes: list[SandboxMetrics]) -> Iterator[Metric]:
         if g is None:
             continue
         for item, size in g.meminfo.items():
-            meminfo.add_metric([s.sandbox_id, item], size)
+            meminfo.add_metric([*_ids(s), item], size)
         for (name, item), seconds in g.cpu_seconds.items():
-            cpu.add_metric([s.sandbox_id, name, item], seconds)
+            cpu.add_metric([*_ids(s), name, item], seconds)
         for item, average in g.load.items():
-            load.add_metric([s.sandbox_id, item], average)
+            load.add_metric([*_ids(s), item], average)
         for (interface, item), count in g.netdev.items():
-            netdev.add_metric([s.sandbox_id, interface, item], count)
+            netdev.add_metric([*_ids(s), interface, item], count)
     yield from (meminfo, cpu, load, netdev)
 
 

@@ -10,7 +10,7 @@ when each container comes (`pykata.plan.guest_spec`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,22 @@ from pykata.plan.template import (
     template_vm,
 )
 from pykata.plan.vm import NO_LIMITS, VmPlan, plan_qemu_argv, plan_vm
+
+# A CRI pod's identity, from its sandbox's annotations: what `pykata monitor` labels its
+# series with (Kata's kata-monitor: cri_name, cri_namespace, cri_uid).
+POD_LABELS = {"name": "io.kubernetes.cri.sandbox-name",
+              "namespace": "io.kubernetes.cri.sandbox-namespace",
+              "uid": "io.kubernetes.cri.sandbox-uid"}
+
+
+def pod_labels(annotations: object) -> tuple[tuple[str, str], ...]:
+    """The POD_LABELS the annotations carry, as (label, value) pairs (none from a spec
+    whose annotations are not an object: reading the spec refuses that elsewhere)."""
+    if not isinstance(annotations, Mapping):
+        return ()
+    return tuple((label, str(annotations[key])) for label, key in POD_LABELS.items()
+                 if isinstance(annotations.get(key), str) and annotations[key])
+
 
 # The fds `pykata plan` shows for the sockets, a clone's RAM and taps the runtime passes QEMU.
 QMP_FD, AGENT_FD, INSPECT_FD, RAM_FD, FIRST_TAP_FD = 3, 4, 5, 6, 7
@@ -69,6 +85,7 @@ class SandboxRequest:
     cgroup_layout: CgroupLayout | None = None  # the host's hierarchies (None: no cgroups)
     guest_cid: int = 3
     image_bytes: int = 0             # the DAX image's size (`plan.vm.image_path`; 0: unread)
+    pod_labels: tuple[tuple[str, str], ...] = ()  # a CRI pod's name, namespace, uid
     warnings: tuple[str, ...] = ()   # from reading the request (config, annotations, spec)
     base_config: Config | None = None  # before annotations (None: `config`)
     template_files: FileIds | None = None  # what a template's key is made of, now
@@ -95,6 +112,7 @@ class SandboxPlan:
     config: Config = field(repr=False, compare=False)
     facts: HostFacts = field(repr=False, compare=False)
     fallback: VmPlan | None = field(default=None, repr=False, compare=False)  # a clone's cold
+    pod_labels: tuple[tuple[str, str], ...] = ()  # a CRI pod's name, namespace, uid
 
     def qemu_argv(self, qmp_fd: int, agent_fd: int | None, inspect_fd: int | None,
                   tap_fds: Sequence[int], ram_fd: int | None = None) -> list[str]:
@@ -179,7 +197,7 @@ def plan_sandbox(req: SandboxRequest) -> SandboxPlan:
     return SandboxPlan(req.sandbox_id, state_dir, vm, req.network, network, cgroup,
                        req.cgroups_path, cgroups, req.port_forward and network is not None,
                        req.workload, tuple(warnings), template, cfg, req.facts,
-                       pod_vm if template else None)
+                       pod_vm if template else None, req.pod_labels)
 
 
 def plan_template_vm(cfg: Config, req: SandboxRequest) -> VmPlan:

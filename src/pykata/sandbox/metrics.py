@@ -56,6 +56,7 @@ class SandboxMetrics:
     pinned: bool | None = None      # None: no placement recorded yet
     guest: GuestMetrics | None = None
     guest_error: str = ""           # why the guest's figures are missing
+    pod: dict[str, str] = field(default_factory=dict)  # a CRI pod's name, namespace, uid
 
 
 def sandbox_ids(state_root: str) -> list[str]:
@@ -95,7 +96,8 @@ def read_sandbox(state_root: str, sandbox_id: str, proc: str = "/proc",
         numa_nodes={int(n["guest_node"]): ",".join(map(str, n.get("host_nodes", [])))
                     for n in plan.get("numa") or []},
         pinned=bool(placement["pinned"]) if "pinned" in placement else None,
-        guest=guest, guest_error=guest_error)
+        guest=guest, guest_error=guest_error,
+        pod={str(k): str(v) for k, v in (plan.get("pod") or {}).items()})
 
 
 def ask_owner(path: str, timeout: float) -> dict[str, str]:

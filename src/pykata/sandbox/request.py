@@ -32,7 +32,7 @@ from pykata.plan.cgroups import spec_cgroups_path
 from pykata.plan.guest_spec import check_host_namespaces
 from pykata.plan.network import NetworkRequest, plan_network_request
 from pykata.plan.pci import vfio_groups
-from pykata.plan.sandbox import NetnsFacts, SandboxRequest, plan_sandbox
+from pykata.plan.sandbox import NetnsFacts, SandboxRequest, plan_sandbox, pod_labels
 from pykata.plan.sizing import limits_from_spec, workload_limits
 from pykata.plan.template import (
     FAILED,
@@ -192,6 +192,7 @@ def build_request(doc: Mapping[str, Any], *, cfg: Config | None = None,
         cgroups_path=spec_cgroups_path(doc, source), network=network,
         netns=read_netns(network), port_forward=pod,
         guest_cid=random_guest_cid(), image_bytes=image_bytes(effective),
+        pod_labels=pod_labels(doc.get("annotations") or {}),
         warnings=tuple(warnings), cgroup_layout=read_layout(),
         base_config=base, **template_facts(effective, known))
 

@@ -271,7 +271,7 @@ class Sandbox:
         vcpus, memory = self.plan.start_size
         doc = {"vcpus": vcpus, "max_vcpus": s.max_vcpus, "memory_mib": memory,
                "max_memory_mib": s.max_memory_mib, "memory_hotplug": s.memory_hotplug,
-               "boot": self.plan.boot,
+               "boot": self.plan.boot, "pod": dict(self.sandbox_plan.pod_labels),
                "boot_reason": self.plan.boot_reason,
                "numa": self.plan.numa.to_json() if self.plan.numa else None,
                "devices": [d.to_json() for d in self.plan.passthrough]}
