@@ -104,7 +104,11 @@ def test_a_sandbox_is_read_from_its_records_proc_and_owner(tmp_path: Path) -> No
         _proc(proc, pid, fds=pid - 4238)
     _sandbox(tmp_path / "run", "sb1")
     without = read_sandbox(str(tmp_path / "run"), "sb1", str(proc))
-    assert without.guest is None and "metrics.sock" in without.guest_error
+    assert without.guest is None and not without.guest_error  # starting: no socket yet
+    (tmp_path / "run" / "sb1" / "metrics.sock").touch()  # a socket file nobody serves
+    refused = read_sandbox(str(tmp_path / "run"), "sb1", str(proc))
+    assert refused.guest is None and "metrics.sock" in refused.guest_error
+    (tmp_path / "run" / "sb1" / "metrics.sock").unlink()
     server = _owner(tmp_path / "run" / "sb1" / "metrics.sock", {"guest": GUEST})
     try:
         s = read_sandbox(str(tmp_path / "run"), "sb1", str(proc))

@@ -85,6 +85,8 @@ def read_sandbox(state_root: str, sandbox_id: str, proc: str = "/proc",
             parse_net_dev(files.get("net_dev", "")))
         if (agent := guest_process(files)) is not None:
             processes["agent"] = agent
+    except FileNotFoundError:
+        pass  # still starting: its owner serves the socket once the pod is attached
     except (OSError, ValueError, KeyError, IndexError) as exc:
         guest_error = f"{METRICS_SOCKET}: {exc or type(exc).__name__}"
     return SandboxMetrics(
