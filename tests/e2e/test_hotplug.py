@@ -101,6 +101,10 @@ def test_virtio_mem_grows_and_shrinks(pykata: Pykata, tmp_path: Path) -> None:
     assert grown[0] == 2 and grown[1] - boot[1] >= 480 * MiB
     assert size == (left, 256)
     assert emptied[0] == left and abs(emptied[1] - boot[1]) <= 4 * MiB
+    # what `pykata monitor` reports: one resize each way, timed until the guest saw it
+    kinds = {k: sum(h.counts) for k, h in sandbox.stats.hotplug.items()}
+    assert kinds["cpu+virtio-mem/grow"] == 1 and kinds.get("virtio-mem/shrink", 0) + \
+        kinds.get("cpu+virtio-mem/shrink", 0) == 1, kinds
 
 
 def test_static_boots_full_size_and_never_hotplugs(pykata: Pykata, tmp_path: Path) -> None:

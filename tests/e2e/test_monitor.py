@@ -143,6 +143,9 @@ def test_a_running_sandbox_is_scraped_then_gone(pykata: Pykata, monitor: str,
                    for labels, _ in samples["pykata_guest_netdev_stat"])
         assert any(labels == mine for labels, _ in samples["pykata_agent_threads"])
         assert "pykata_monitor_scrape_errors_total" not in samples
+        [(labels, ready)] = [(labels, v) for labels, v in samples["pykata_sandbox_ready_seconds"]
+                             if labels["sandbox_id"] == state.name]
+        assert labels["boot"] in ("clone", "cold") and 0 < ready < 60
         # and through Prometheus: a hypervisor and a guest series of this sandbox
         wanted = [f'pykata_hypervisor_pss_bytes{{sandbox_id="{state.name}"}}',
                   f'pykata_guest_meminfo{{sandbox_id="{state.name}",item="memtotal"}}']

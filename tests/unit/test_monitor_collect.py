@@ -19,6 +19,7 @@ from pykata.cli.monitor import SandboxCollector, parse_listen
 from pykata.domain.errors import ConfigError
 from pykata.host.procstat import parse_pss, parse_stat, parse_status, read_process
 from pykata.sandbox.metrics import read_sandbox
+from pykata.sandbox.owner_stats import BUCKETS_S, Histogram, OwnerStats, resize_kind
 
 # Recorded from a QEMU under TCG (fields after utime/stime shortened to what is parsed).
 STAT = ("4242 (qemu-system-x86) S 1 4242 4242 0 -1 4194560 36119 0 0 0 250 75 0 0 20 0 "
@@ -68,6 +69,27 @@ GUEST = {
                 "       7    0    0    0     0       0          0\n"),
     "agent_stat": STAT, "agent_status": STATUS, "agent_fds": "9",
 }
+
+
+def _owner_figures() -> dict[str, Any]:
+    stats = OwnerStats(ready_s=0.8, boot="clone")
+    stats.resized("cpu", "grow", 0.7)
+    stats.resized("cpu", "grow", 0.8)
+    return stats.to_json()
+
+
+OWNER = _owner_figures()
+
+
+def test_a_resize_is_named_by_what_changed() -> None:
+    assert resize_kind("pc-dimm", (1, 2048), (2, 2048)) == ("cpu", "grow")
+    assert resize_kind("virtio-mem", (2, 2048), (2, 1024)) == ("virtio-mem", "shrink")
+    assert resize_kind("pc-dimm", (1, 2048), (2, 2560)) == ("cpu+pc-dimm", "grow")
+    h = Histogram()
+    for seconds in (0.01, 0.6, 40.0):
+        h.observe(seconds)
+    assert h.counts[0] == 1 and h.counts[BUCKETS_S.index(1.0)] == 1 and h.counts[-1] == 1
+    assert h.total == 40.61
 
 
 def _owner(path: Path, doc: dict[str, Any]) -> socketserver.UnixStreamServer:
@@ -158,7 +180,7 @@ def test_a_scrape_reports_live_sandboxes_and_counts_the_failed(
     real = metrics.read_sandbox
     monkeypatch.setattr("pykata.cli.monitor.read_sandbox",
                         lambda root, sid, _, timeout: real(root, sid, str(proc), timeout))
-    server = _owner(run / "good" / "metrics.sock", {"guest": GUEST})
+    server = _owner(run / "good" / "metrics.sock", {"guest": GUEST, "owner": OWNER})
     collector = SandboxCollector(str(run), deadline_s=5)
     try:
         first = _scrape(collector)
@@ -179,6 +201,12 @@ def test_a_scrape_reports_live_sandboxes_and_counts_the_failed(
     assert ({**MINE, "interface": "eth0", "item": "rx_bytes"}, 1500.0) in \
         first["pykata_guest_netdev_stat"]
     assert first["pykata_agent_fds"] == [(MINE, 9.0)]
+    assert first["pykata_sandbox_ready_seconds"] == [({**MINE, "boot": "clone"}, 0.8)]
+    buckets = {labels["le"]: v for labels, v in first["pykata_hotplug_duration_seconds_bucket"]
+               if labels["op"] == "cpu" and labels["direction"] == "grow"}
+    assert (buckets["0.5"], buckets["1.0"], buckets["+Inf"]) == (0.0, 2.0, 2.0)
+    assert first["pykata_hotplug_duration_seconds_sum"] == [
+        ({**MINE, "op": "cpu", "direction": "grow"}, 1.5)]
     assert "pykata_agent_pss_bytes" not in first  # the guest has no smaps to give
     assert first["pykata_monitor_scrape_errors_total"] == [({"sandbox_id": "broken"}, 1.0)]
     assert second["pykata_monitor_scrape_errors_total"] == [({"sandbox_id": "broken"}, 2.0)]

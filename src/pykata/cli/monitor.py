@@ -11,18 +11,25 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import itertools
 import signal
 import threading
 import time
 from collections.abc import Iterator
 
 from prometheus_client import start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from pykata.domain.errors import ConfigError
 from pykata.host.config_files import load_config
 from pykata.sandbox.metrics import COMPONENTS, SandboxMetrics, read_sandbox, sandbox_ids
+from pykata.sandbox.owner_stats import BUCKETS_S
 
 WORKERS = 16
 GUEST_SHARE = 0.75
@@ -137,12 +144,34 @@ def families(sandboxes: list[SandboxMetrics], errors: dict[str, int]) -> Iterato
         for node, hosts in sorted(s.numa_nodes.items()):
             numa.add_metric([*_ids(s), str(node), hosts], 1)
     yield from (vcpus, memory, info, pinned, numa)
+    yield from owner_families(sandboxes)
     failed = CounterMetricFamily("pykata_monitor_scrape_errors", "Sandboxes not read within "
                                  "the deadline, or whose records failed to read.",
                                  labels=["sandbox_id"])
     for sandbox_id, count in sorted(errors.items()):
         failed.add_metric([sandbox_id], count)
     yield failed
+
+
+def owner_families(sandboxes: list[SandboxMetrics]) -> Iterator[Metric]:
+    """What each sandbox's owner measured: its time to ready and its resizes."""
+    ready = GaugeMetricFamily("pykata_sandbox_ready_seconds", "From the start of the "
+                              "sandbox until its pod was attached, by boot path.",
+                              labels=[*LABELS, "boot"])
+    hotplug = HistogramMetricFamily(
+        "pykata_hotplug_duration_seconds", "Resizes by hotplug, until the guest saw the new "
+        "size, by what changed (op: cpu, pc-dimm, virtio-mem, or both) and direction.",
+        labels=[*LABELS, "op", "direction"])
+    for s in sandboxes:
+        if s.ready_s is not None:
+            ready.add_metric([*_ids(s), s.boot], s.ready_s)
+        for kind, (counts, total) in sorted(s.hotplug.items()):
+            op, _, direction = kind.partition("/")
+            bounds = [*(str(b) for b in BUCKETS_S), "+Inf"]
+            cumulative = list(itertools.accumulate(counts))
+            hotplug.add_metric([*_ids(s), op, direction],
+                               list(zip(bounds, cumulative, strict=True)), total)
+    yield from (ready, hotplug)
 
 
 def guest_families(sandboxes: list[SandboxMetrics]) -> Iterator[Metric]:

@@ -33,6 +33,7 @@ from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.leftovers import record_owner
 from pykata.sandbox.metrics_server import serve_metrics
 from pykata.sandbox.network import attach_network
+from pykata.sandbox.owner_stats import OwnerStats
 from pykata.sandbox.portforward import PortForwarder
 from pykata.transport.ttrpc_aio import TtrpcClient
 from pykata.vmm import clone
@@ -139,7 +140,7 @@ class Effects(Protocol):
                            plan: SandboxPlan) -> None: ...
 
     async def serve_metrics(self, stack: contextlib.AsyncExitStack, agent: AgentClient,
-                            state_dir: str) -> None: ...
+                            state_dir: str, stats: OwnerStats) -> None: ...
 
 
 class RealEffects:
@@ -225,5 +226,5 @@ class RealEffects:
                             plan.state_dir).start(stack)
 
     async def serve_metrics(self, stack: contextlib.AsyncExitStack, agent: AgentClient,
-                            state_dir: str) -> None:
-        await serve_metrics(stack, agent, state_dir)
+                            state_dir: str, stats: OwnerStats) -> None:
+        await serve_metrics(stack, agent, state_dir, stats)

@@ -57,6 +57,9 @@ class SandboxMetrics:
     guest: GuestMetrics | None = None
     guest_error: str = ""           # why the guest's figures are missing
     pod: dict[str, str] = field(default_factory=dict)  # a CRI pod's name, namespace, uid
+    ready_s: float | None = None    # start until ready, as its owner measured
+    # "op/direction" -> (counts per BUCKETS_S bound then +Inf, sum of seconds)
+    hotplug: dict[str, tuple[list[int], float]] = field(default_factory=dict)
 
 
 def sandbox_ids(state_root: str) -> list[str]:
@@ -77,8 +80,13 @@ def read_sandbox(state_root: str, sandbox_id: str, proc: str = "/proc",
     plan = _json(os.path.join(state_dir, PLAN_FILE))
     placement = _json(os.path.join(state_dir, PLACEMENT_FILE), missing_ok=True)
     guest, guest_error = None, ""
+    figures: dict[str, Any] = {}  # the owner's own
     try:
-        files = ask_owner(os.path.join(state_dir, METRICS_SOCKET), timeout)
+        doc = ask_owner(os.path.join(state_dir, METRICS_SOCKET), timeout)
+        figures = doc.get("owner") or {}
+        if not isinstance(doc.get("guest"), dict):
+            raise ValueError(str(doc.get("error", "no guest figures")))
+        files = {str(k): str(v) for k, v in doc["guest"].items()}
         guest = GuestMetrics(
             parse_meminfo(files.get("meminfo", "")), parse_cpu_times(files.get("stat", "")),
             parse_loadavg(files["loadavg"]) if "loadavg" in files else {},
@@ -99,11 +107,15 @@ def read_sandbox(state_root: str, sandbox_id: str, proc: str = "/proc",
                     for n in plan.get("numa") or []},
         pinned=bool(placement["pinned"]) if "pinned" in placement else None,
         guest=guest, guest_error=guest_error,
-        pod={str(k): str(v) for k, v in (plan.get("pod") or {}).items()})
+        pod={str(k): str(v) for k, v in (plan.get("pod") or {}).items()},
+        ready_s=float(figures["ready_s"]) if figures.get("ready_s") is not None else None,
+        hotplug={str(k): ([int(c) for c in h["counts"]], float(h["sum"]))
+                 for k, h in (figures.get("hotplug") or {}).items()})
 
 
-def ask_owner(path: str, timeout: float) -> dict[str, str]:
-    """The guest's /proc files from the sandbox owner's metrics socket."""
+def ask_owner(path: str, timeout: float) -> dict[str, Any]:
+    """The owner's answer on its metrics socket: the guest's /proc files ("guest", or an
+    "error"), and its own figures ("owner")."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
@@ -111,10 +123,9 @@ def ask_owner(path: str, timeout: float) -> dict[str, str]:
         while chunk := s.recv(65536):
             chunks.append(chunk)
     doc = json.loads(b"".join(chunks))
-    if not isinstance(doc, dict) or not isinstance(doc.get("guest"), dict):
-        raise ValueError(str(doc.get("error", "no guest figures")) if isinstance(doc, dict)
-                         else "not a JSON object")
-    return {str(k): str(v) for k, v in doc["guest"].items()}
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    return doc
 
 
 def _json(path: str, missing_ok: bool = False) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 The owner (the shim, or `pykata run`) holds the only connection to the agent, so it answers
 on `metrics.sock` in the sandbox's state directory: each connection gets one JSON document,
-the guest's /proc files from the agent (GetMetrics), then the socket closes. An agent that
-does not answer within ANSWER_S gets an `error` instead; the monitor counts it.
+the guest's /proc files from the agent (GetMetrics) and the owner's own figures (its time
+to ready, its resizes), then the socket closes. An agent that does not answer within
+ANSWER_S gets an `error` instead of the guest's files; the monitor counts it.
 """
 
 from __future__ import annotations
@@ -16,22 +17,23 @@ from typing import Any
 
 from pykata.domain.errors import PykataError
 from pykata.sandbox.agent_client import AgentClient
+from pykata.sandbox.owner_stats import OwnerStats
 
 METRICS_SOCKET = "metrics.sock"
 ANSWER_S = 5.0
 
 
 async def serve_metrics(stack: contextlib.AsyncExitStack, agent: AgentClient,
-                        state_dir: str) -> None:
+                        state_dir: str, stats: OwnerStats) -> None:
     """Serve until `stack` closes; the socket file goes with it."""
     path = os.path.join(state_dir, METRICS_SOCKET)
 
     async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        doc: dict[str, Any]
+        doc: dict[str, Any] = {"owner": stats.to_json()}
         try:
-            doc = {"guest": await asyncio.wait_for(agent.metrics_files(), ANSWER_S)}
+            doc["guest"] = await asyncio.wait_for(agent.metrics_files(), ANSWER_S)
         except (PykataError, OSError, TimeoutError) as exc:
-            doc = {"error": f"agent GetMetrics: {exc or 'no answer'}"}
+            doc["error"] = f"agent GetMetrics: {exc or 'no answer'}"
         with contextlib.suppress(OSError):
             writer.write(json.dumps(doc).encode())
             await writer.drain()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from pykata.plan.hotplug import MIB, plan_hotplug
 from pykata.plan.numa import NumaPlan
 from pykata.plan.sizing import HOTPLUG_BLOCK_MIB, ResizeTarget, SizingPlan, plan_resize
 from pykata.sandbox.agent_client import AgentClient
+from pykata.sandbox.owner_stats import OwnerStats, resize_kind
 from pykata.vmm import hotplug
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class Resizer:
     # for itself, so the MemTotal to wait for is the last one seen plus the change.
     seen: tuple[int, int] = (0, 0)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    stats: OwnerStats = field(default_factory=OwnerStats)  # the sandbox's, for the monitor
 
     async def resize(self, qmp: hotplug.Qmp, agent: AgentClient,
                      containers: Sequence[Limits]) -> ResizeTarget:
@@ -72,6 +75,7 @@ class Resizer:
             return self.size
         log.info("resize to %d vCPUs, %d MiB: %s", plan.vcpus, plan.memory_mib,
                  "; ".join(map(str, plan.steps)))
+        started, before = time.monotonic(), (self.size.vcpus, self.size.memory_mib)
         try:
             await hotplug.apply_steps(qmp, plan.steps)
         finally:
@@ -89,6 +93,9 @@ class Resizer:
         if short:
             raise HotplugError(f"resize to {plan.vcpus} vCPUs, {plan.memory_mib} MiB: after "
                                f"{GUEST_WAIT:g} s the guest sees {short}")
+        self.stats.resized(*resize_kind(self.sizing.memory_hotplug, before,
+                                        (plan.vcpus, plan.memory_mib)),
+                           time.monotonic() - started)
         return self.size
 
 

@@ -42,6 +42,7 @@ from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.effects import Cgroups, Effects, Network, Ram, RealEffects, VmHandle
 from pykata.sandbox.factory import INCOMING
 from pykata.sandbox.leftovers import record_pids
+from pykata.sandbox.owner_stats import OwnerStats
 from pykata.sandbox.placement import Placement
 from pykata.sandbox.request import request_from_parts
 from pykata.sandbox.resize import Resizer
@@ -79,8 +80,9 @@ class Sandbox:
         self.containers: dict[str, Container] = {}
         self.vm: VmHandle | None = None
         sizing = self.plan.sizing
+        self.stats = OwnerStats()  # what `pykata monitor` gets from this owner
         self._resizer = Resizer(sizing, ResizeTarget(sizing.vcpus, sizing.memory_mib),
-                                self.plan.numa)
+                                self.plan.numa, stats=self.stats)
         facts = plan.facts
         self._host_cpus = host_cpu_set(facts.online_cpus, [n.cpus for n in facts.topology.nodes])
         self._host_nodes = facts.topology.node_ids
@@ -123,6 +125,7 @@ class Sandbox:
 
     async def start(self) -> None:
         self._move("start sandbox", SandboxState.STARTING)
+        started = time.monotonic()
         try:
             await self._start()
         except OSError as exc:
@@ -131,6 +134,7 @@ class Sandbox:
         except BaseException:
             await self.stop()
             raise
+        self.stats.ready_s, self.stats.boot = time.monotonic() - started, self.plan.boot
         self._move("start sandbox", SandboxState.RUNNING)
 
     async def _start(self) -> None:
@@ -199,7 +203,8 @@ class Sandbox:
         cold = dataclasses.replace(self.sandbox_plan.fallback, boot_reason=why)
         self.sandbox_plan = dataclasses.replace(self.sandbox_plan, vm=cold, template=None)
         self.plan = cold
-        self._resizer = Resizer(cold.sizing, ResizeTarget(cold.vcpus, cold.memory_mib))
+        self._resizer = Resizer(cold.sizing, ResizeTarget(cold.vcpus, cold.memory_mib),
+                                stats=self.stats)
         self._record_plan()
 
     async def _start_vm(self, stack: contextlib.AsyncExitStack, net: Network | None,
@@ -263,7 +268,7 @@ class Sandbox:
             if self.sandbox_plan.port_forward:
                 await self._fx.port_forward(self._stack, self._agent, self.sandbox_plan)
         await self._place_vcpus([self._workload])
-        await self._fx.serve_metrics(self._stack, self._agent, self.state_dir)
+        await self._fx.serve_metrics(self._stack, self._agent, self.state_dir, self.stats)
 
     def _record_plan(self) -> None:
         """What `pykata inspect` shows beside what it reads live."""
