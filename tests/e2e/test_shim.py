@@ -39,6 +39,7 @@ from google.protobuf import empty_pb2
 import pykata
 from pykata.host.cgroups import read_layout
 from pykata.protocol.pb import shim_pb2
+from pykata.sandbox.metrics import ask_owner
 from pykata.transport.ttrpc_aio import TtrpcClient
 
 pytestmark = pytest.mark.e2e
@@ -354,6 +355,11 @@ def test_detached_task_execs(env: ShimEnv) -> None:
         assert {me: p.returncode for me, p in procs.items()} == {"a": 0, "b": 0}
 
         assert env.status("d1") == "RUNNING"
+        # the shim times its RPCs by method, for `pykata monitor` (docs/metrics.md)
+        [sock] = env.state_dir.glob("*/metrics.sock")
+        rpc = ask_owner(str(sock), 10)["owner"]["rpc"]
+        assert {"Create", "Start", "Exec", "Wait"} <= set(rpc), sorted(rpc)
+        assert sum(rpc["Exec"]["counts"]) >= 8
         env.ctr("task", "kill", "d1")  # SIGTERM: the trap exits 143
         env.wait_status("d1", "STOPPED")
         env.ctr("task", "delete", "d1")

@@ -75,6 +75,7 @@ def _owner_figures() -> dict[str, Any]:
     stats = OwnerStats(ready_s=0.8, boot="clone")
     stats.resized("cpu", "grow", 0.7)
     stats.resized("cpu", "grow", 0.8)
+    stats.answered("Create", 120.0)
     return stats.to_json()
 
 
@@ -207,6 +208,10 @@ def test_a_scrape_reports_live_sandboxes_and_counts_the_failed(
     assert (buckets["0.5"], buckets["1.0"], buckets["+Inf"]) == (0.0, 2.0, 2.0)
     assert first["pykata_hotplug_duration_seconds_sum"] == [
         ({**MINE, "op": "cpu", "direction": "grow"}, 1.5)]
+    rpc = {labels["le"]: v for labels, v in
+           first["pykata_shim_rpc_durations_histogram_milliseconds_bucket"]
+           if labels["action"] == "Create"}
+    assert (rpc["100.0"], rpc["500.0"], rpc["+Inf"]) == (0.0, 1.0, 1.0)
     assert "pykata_agent_pss_bytes" not in first  # the guest has no smaps to give
     assert first["pykata_monitor_scrape_errors_total"] == [({"sandbox_id": "broken"}, 1.0)]
     assert second["pykata_monitor_scrape_errors_total"] == [({"sandbox_id": "broken"}, 2.0)]
@@ -258,3 +263,22 @@ def test_a_cri_pods_identity_comes_from_its_annotations() -> None:
     assert pod_labels(annotations) == (("name", "web"), ("namespace", "default"),
                                        ("uid", "u-1"))
     assert pod_labels({}) == () and pod_labels(["not", "an", "object"]) == ()
+
+
+def test_the_shims_rpcs_are_timed_by_method() -> None:
+    import asyncio
+
+    from pykata.shim.server import _timed
+
+    async def answer(payload: bytes) -> bytes:
+        await asyncio.sleep(0.01)
+        return payload
+
+    stats = OwnerStats()
+
+    async def call() -> bytes:
+        return await _timed("State", answer, stats)(b"x")
+
+    assert asyncio.run(call()) == b"x"
+    h = stats.rpc["State"]
+    assert sum(h.counts) == 1 and 10 <= h.total < 1000 and h.counts[0] == 0  # ms, above 1

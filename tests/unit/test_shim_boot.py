@@ -18,7 +18,7 @@ from pykata.shim.bundle import BootRequest
 class FakeSandbox:
     made: ClassVar[list[SandboxPlan]] = []
 
-    def __init__(self, plan: SandboxPlan) -> None:
+    def __init__(self, plan: SandboxPlan, stats: object = None) -> None:
         self.id = plan.id
         self.made.append(plan)
 

@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from pykata.domain.errors import ConfigError
 from pykata.host.config_files import load_config
 from pykata.sandbox.metrics import COMPONENTS, SandboxMetrics, read_sandbox, sandbox_ids
-from pykata.sandbox.owner_stats import BUCKETS_S
+from pykata.sandbox.owner_stats import Histogram
 
 WORKERS = 16
 GUEST_SHARE = 0.75
@@ -162,16 +162,24 @@ def owner_families(sandboxes: list[SandboxMetrics]) -> Iterator[Metric]:
         "pykata_hotplug_duration_seconds", "Resizes by hotplug, until the guest saw the new "
         "size, by what changed (op: cpu, pc-dimm, virtio-mem, or both) and direction.",
         labels=[*LABELS, "op", "direction"])
+    rpc = HistogramMetricFamily(
+        "pykata_shim_rpc_durations_histogram_milliseconds", "The shim's Task RPCs, by "
+        "method (action), in milliseconds.", labels=[*LABELS, "action"])
     for s in sandboxes:
         if s.ready_s is not None:
             ready.add_metric([*_ids(s), s.boot], s.ready_s)
-        for kind, (counts, total) in sorted(s.hotplug.items()):
-            op, _, direction = kind.partition("/")
-            bounds = [*(str(b) for b in BUCKETS_S), "+Inf"]
-            cumulative = list(itertools.accumulate(counts))
-            hotplug.add_metric([*_ids(s), op, direction],
-                               list(zip(bounds, cumulative, strict=True)), total)
-    yield from (ready, hotplug)
+        for kind, h in sorted(s.hotplug.items()):
+            hotplug.add_metric([*_ids(s), *kind.partition("/")[::2]], *_buckets(h))
+        for method, h in sorted(s.rpc.items()):
+            rpc.add_metric([*_ids(s), method], *_buckets(h))
+    yield from (ready, hotplug, rpc)
+
+
+def _buckets(h: Histogram) -> tuple[list[tuple[str, float]], float]:
+    """prometheus-client's form: (upper bound, cumulative count) pairs, and the sum."""
+    bounds = [*(str(b) for b in h.bounds), "+Inf"]
+    cumulative = itertools.accumulate(h.counts or [0] * len(bounds))
+    return list(zip(bounds, cumulative, strict=True)), h.total
 
 
 def guest_families(sandboxes: list[SandboxMetrics]) -> Iterator[Metric]:

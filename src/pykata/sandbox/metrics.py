@@ -27,6 +27,7 @@ from pykata.host.procstat import (
 from pykata.sandbox.inspect import running_sandboxes
 from pykata.sandbox.leftovers import read_owner, recorded_pids
 from pykata.sandbox.metrics_server import METRICS_SOCKET
+from pykata.sandbox.owner_stats import Histogram
 from pykata.sandbox.placement import PLACEMENT_FILE
 from pykata.sandbox.sandbox import PLAN_FILE
 
@@ -58,8 +59,8 @@ class SandboxMetrics:
     guest_error: str = ""           # why the guest's figures are missing
     pod: dict[str, str] = field(default_factory=dict)  # a CRI pod's name, namespace, uid
     ready_s: float | None = None    # start until ready, as its owner measured
-    # "op/direction" -> (counts per BUCKETS_S bound then +Inf, sum of seconds)
-    hotplug: dict[str, tuple[list[int], float]] = field(default_factory=dict)
+    hotplug: dict[str, Histogram] = field(default_factory=dict)  # "op/direction" -> s
+    rpc: dict[str, Histogram] = field(default_factory=dict)      # a shim's method -> ms
 
 
 def sandbox_ids(state_root: str) -> list[str]:
@@ -109,8 +110,14 @@ def read_sandbox(state_root: str, sandbox_id: str, proc: str = "/proc",
         guest=guest, guest_error=guest_error,
         pod={str(k): str(v) for k, v in (plan.get("pod") or {}).items()},
         ready_s=float(figures["ready_s"]) if figures.get("ready_s") is not None else None,
-        hotplug={str(k): ([int(c) for c in h["counts"]], float(h["sum"]))
-                 for k, h in (figures.get("hotplug") or {}).items()})
+        hotplug=_histograms(figures.get("hotplug")), rpc=_histograms(figures.get("rpc")))
+
+
+def _histograms(doc: Any) -> dict[str, Histogram]:
+    """Histograms as OwnerStats.to_json wrote them."""
+    return {str(k): Histogram(tuple(float(b) for b in h["bounds"]),
+                              [int(c) for c in h["counts"]], float(h["sum"]))
+            for k, h in (doc or {}).items()}
 
 
 def ask_owner(path: str, timeout: float) -> dict[str, Any]:

@@ -65,8 +65,10 @@ class Sandbox:
     """Executes a `SandboxPlan`: `start()` boots the VM and attaches the pod to it,
     containers come and go, `stop()` unwinds exactly what was set up."""
 
-    def __init__(self, plan: SandboxPlan, effects: Effects | None = None) -> None:
-        """`effects`: how it acts on the host and the VMM (tests pass fakes)."""
+    def __init__(self, plan: SandboxPlan, effects: Effects | None = None,
+                 stats: OwnerStats | None = None) -> None:
+        """`effects`: how it acts on the host and the VMM (tests pass fakes); `stats`:
+        where its owner's figures go (a shim's holds its RPC times too)."""
         self._fx: Effects = effects or RealEffects()
         self.sandbox_plan = plan
         self.id = plan.id
@@ -80,7 +82,7 @@ class Sandbox:
         self.containers: dict[str, Container] = {}
         self.vm: VmHandle | None = None
         sizing = self.plan.sizing
-        self.stats = OwnerStats()  # what `pykata monitor` gets from this owner
+        self.stats = stats or OwnerStats()  # what `pykata monitor` gets from this owner
         self._resizer = Resizer(sizing, ResizeTarget(sizing.vcpus, sizing.memory_mib),
                                 self.plan.numa, stats=self.stats)
         facts = plan.facts

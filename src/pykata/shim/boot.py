@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from pykata.sandbox.owner_stats import OwnerStats
 from pykata.sandbox.request import build_request, plan_sandbox
 from pykata.sandbox.sandbox import Sandbox
 from pykata.shim.bundle import BootRequest
@@ -13,7 +14,7 @@ from pykata.shim.bundle import BootRequest
 log = logging.getLogger(__name__)
 
 
-async def boot_sandbox(req: BootRequest) -> Sandbox:
+async def boot_sandbox(req: BootRequest, stats: OwnerStats | None = None) -> Sandbox:
     # A pod grows as its containers come (hotplug headroom); a lone container's VM is
     # sized for it once, like `pykata run`.
     request = await asyncio.to_thread(
@@ -25,6 +26,6 @@ async def boot_sandbox(req: BootRequest) -> Sandbox:
         log.warning("sandbox %s: %s", plan.id, warning)
     log.info("sandbox %s: booting %d vCPUs, %d MiB", plan.id, plan.vm.sizing.vcpus,
              plan.vm.sizing.memory_mib)
-    sandbox = Sandbox(plan)
+    sandbox = Sandbox(plan, stats=stats)
     await sandbox.start()
     return sandbox

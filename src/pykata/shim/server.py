@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -47,6 +48,7 @@ from pykata.domain.errors import (
 )
 from pykata.protocol.pb import shim_pb2
 from pykata.protocol.services import Handler, service_table
+from pykata.sandbox.owner_stats import OwnerStats
 from pykata.shim.args import ShimArgs, pod_role
 from pykata.shim.boot import boot_sandbox
 from pykata.shim.bundle import BootRequest, read_spec
@@ -96,10 +98,24 @@ def to_rpc_error(method: str, exc: Exception) -> RpcError:
     return RpcError(method, UNKNOWN, str(exc))
 
 
-def task_services(service: TaskService) -> Mapping[str, Mapping[str, Handler]]:
+def task_services(service: TaskService,
+                  stats: OwnerStats | None = None) -> Mapping[str, Mapping[str, Handler]]:
+    """The Task service's table; with `stats`, each call's time goes there by method."""
     table = service_table(shim_pb2.DESCRIPTOR.services_by_name["Task"], shim_pb2, service,
                           to_rpc_error)
+    if stats is not None:
+        table = {name: _timed(name, handler, stats) for name, handler in table.items()}
     return {TASK_SERVICE: table}
+
+
+def _timed(method: str, handler: Handler, stats: OwnerStats) -> Handler:
+    async def handle(payload: bytes) -> bytes:
+        started = time.monotonic()
+        try:
+            return await handler(payload)
+        finally:
+            stats.answered(method, (time.monotonic() - started) * 1000)
+    return handle
 
 
 class _LogfmtFormatter(logging.Formatter):
@@ -145,11 +161,13 @@ def _early_boot_request(args: ShimArgs, config_path: str) -> BootRequest | None:
 
 async def _serve(args: ShimArgs, sock: socket.socket, config_path: str) -> None:
     events = Publisher(os.environ.get("TTRPC_ADDRESS", ""), args.namespace)
-    service = TaskService(args.namespace, events, boot_sandbox, config_path)
+    stats = OwnerStats()  # this shim's sandbox's, with the RPC times
+    service = TaskService(args.namespace, events, functools.partial(boot_sandbox, stats=stats),
+                          config_path)
     early = _early_boot_request(args, config_path)
     if early is not None:
         service.boot_early(early)
-    services = task_services(service)
+    services = task_services(service, stats)
     connections: set[asyncio.Task[None]] = set()
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
