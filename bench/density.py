@@ -155,12 +155,7 @@ def idle_pods(conf: Path, base: Path, pods: int) -> Footprint:
                     or "containerd-shim-pykata" in " ".join(argv(p))]
             return footprint(pids, pods, before)
         finally:
-            for name in names:
-                ctrd.ctr("task", "kill", "-s", "9", name, check=False)
-            time.sleep(1.0)
-            for name in names:
-                ctrd.ctr("task", "delete", name, check=False, timeout=60)
-                ctrd.ctr("container", "delete", name, check=False)
+            ctrd.remove_tasks(names)
 
 
 def argv(pid: int) -> list[str]:

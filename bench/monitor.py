@@ -90,7 +90,7 @@ def main() -> None:
         monitor.stdout.readline()
         url = f"http://127.0.0.1:{port}/metrics"
         names: list[str] = []
-        cleanup.callback(_remove_pods, ctrd, names)
+        cleanup.callback(ctrd.remove_tasks, names)
         print(f"monitor: one scrape of `pykata monitor`, {args.scrapes} scrapes per pod count "
               f"(medians; {os.cpu_count()} host CPUs, TCG guests)")
         for count in counts:
@@ -110,15 +110,6 @@ def main() -> None:
                   f"{statistics.median(walls) * 1000:6.1f} ms (min {min(walls) * 1000:.1f}, "
                   f"max {max(walls) * 1000:.1f}); CPU per scrape: monitor {mon_ms:.1f} ms, "
                   f"shims {shim_ms:.1f} ms")
-
-
-def _remove_pods(ctrd: Containerd, names: list[str]) -> None:
-    for name in names:
-        ctrd.ctr("task", "kill", "-s", "9", name, check=False)
-    time.sleep(1.0)
-    for name in names:
-        ctrd.ctr("task", "delete", name, check=False, timeout=60)
-        ctrd.ctr("container", "delete", name, check=False)
 
 
 if __name__ == "__main__":

@@ -178,6 +178,17 @@ class Containerd:
         if ref not in names:
             raise RuntimeError(f"import of {tar} registered {names}, not {ref}")
 
+    def remove_tasks(self, names: Iterable[str]) -> None:
+        """SIGKILL these tasks, then delete them and their containers, whatever their
+        state (for benchmarks' clean-up: nothing is checked)."""
+        names = list(names)
+        for name in names:
+            self.ctr("task", "kill", "-s", "9", name, check=False)
+        time.sleep(1.0)
+        for name in names:
+            self.ctr("task", "delete", name, check=False, timeout=60)
+            self.ctr("container", "delete", name, check=False)
+
     def tasks(self) -> list[Task]:
         """`ctr task ls`, parsed."""
         lines = self.ctr("task", "ls").stdout.decode().splitlines()[1:]
