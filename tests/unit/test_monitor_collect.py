@@ -72,7 +72,7 @@ GUEST = {
 
 
 def _owner_figures() -> dict[str, Any]:
-    stats = OwnerStats(ready_s=0.8, boot="clone")
+    stats = OwnerStats(ready_s=0.8, boot="clone", size=(2, 2560))
     stats.resized("cpu", "grow", 0.7)
     stats.resized("cpu", "grow", 0.8)
     stats.answered("Create", 120.0)
@@ -203,6 +203,9 @@ def test_a_scrape_reports_live_sandboxes_and_counts_the_failed(
         first["pykata_guest_netdev_stat"]
     assert first["pykata_agent_fds"] == [(MINE, 9.0)]
     assert first["pykata_sandbox_ready_seconds"] == [({**MINE, "boot": "clone"}, 0.8)]
+    assert ({**MINE, "kind": "current"}, 2.0) in first["pykata_sandbox_vcpus"]
+    assert ({**MINE, "kind": "current"}, 2560 * 1024.0 ** 2) in \
+        first["pykata_sandbox_memory_bytes"]
     buckets = {labels["le"]: v for labels, v in first["pykata_hotplug_duration_seconds_bucket"]
                if labels["op"] == "cpu" and labels["direction"] == "grow"}
     assert (buckets["0.5"], buckets["1.0"], buckets["+Inf"]) == (0.0, 2.0, 2.0)

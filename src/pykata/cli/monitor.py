@@ -121,10 +121,12 @@ def families(sandboxes: list[SandboxMetrics], errors: dict[str, int]) -> Iterato
                 pss.add_metric(_ids(s), p.pss_bytes)
         yield from (fds, threads, stat, status, pss)
     yield from guest_families(sandboxes)
-    vcpus = GaugeMetricFamily("pykata_sandbox_vcpus", "vCPUs the VM booted with (kind boot) "
-                              "and may grow to (kind max).", labels=[*label, "kind"])
+    vcpus = GaugeMetricFamily("pykata_sandbox_vcpus", "vCPUs the VM booted with (kind boot), "
+                              "has now (current) and may grow to (max).",
+                              labels=[*label, "kind"])
     memory = GaugeMetricFamily("pykata_sandbox_memory_bytes", "Guest memory at boot (kind "
-                               "boot) and its ceiling (kind max).", labels=[*label, "kind"])
+                               "boot), now (current) and its ceiling (max).",
+                               labels=[*label, "kind"])
     info = GaugeMetricFamily("pykata_sandbox_info", "1 per sandbox: how it booted (cold or "
                              "clone) and how its memory is hot-plugged.",
                              labels=[*label, "boot", "memory_hotplug"])

@@ -98,7 +98,7 @@ def read_sandbox(state_root: str, sandbox_id: str, proc: str = "/proc",
         pass  # still starting: its owner serves the socket once the pod is attached
     except (OSError, ValueError, KeyError, IndexError) as exc:
         guest_error = f"{METRICS_SOCKET}: {exc or type(exc).__name__}"
-    return SandboxMetrics(
+    found = SandboxMetrics(
         sandbox_id, processes,
         vcpus={"boot": int(plan["vcpus"]), "max": int(plan["max_vcpus"])},
         memory_bytes={"boot": int(plan["memory_mib"]) * MIB,
@@ -111,6 +111,10 @@ def read_sandbox(state_root: str, sandbox_id: str, proc: str = "/proc",
         pod={str(k): str(v) for k, v in (plan.get("pod") or {}).items()},
         ready_s=float(figures["ready_s"]) if figures.get("ready_s") is not None else None,
         hotplug=_histograms(figures.get("hotplug")), rpc=_histograms(figures.get("rpc")))
+    if figures.get("size"):  # the owner's: after its last resize
+        now_vcpus, now_mib = figures["size"]
+        found.vcpus["current"], found.memory_bytes["current"] = int(now_vcpus), int(now_mib) * MIB
+    return found
 
 
 def _histograms(doc: Any) -> dict[str, Histogram]:

@@ -39,6 +39,7 @@ class Histogram:
 class OwnerStats:
     ready_s: float | None = None     # start() until the pod was attached
     boot: str = ""                   # "cold" or "clone": how it became ready
+    size: tuple[int, int] | None = None  # (vCPUs, MiB) now, after the last resize
     hotplug: dict[str, Histogram] = field(default_factory=dict)  # "op/direction" -> times
     rpc: dict[str, Histogram] = field(default_factory=dict)  # a shim's method -> ms
 
@@ -50,6 +51,7 @@ class OwnerStats:
 
     def to_json(self) -> dict[str, Any]:
         return {"ready_s": self.ready_s, "boot": self.boot,
+                "size": list(self.size) if self.size else None,
                 "hotplug": {k: h.to_json() for k, h in self.hotplug.items()},
                 "rpc": {k: h.to_json() for k, h in self.rpc.items()}}
 

@@ -137,6 +137,7 @@ class Sandbox:
             await self.stop()
             raise
         self.stats.ready_s, self.stats.boot = time.monotonic() - started, self.plan.boot
+        self.stats.size = self.stats.size or (self.size.vcpus, self.size.memory_mib)
         self._move("start sandbox", SandboxState.RUNNING)
 
     async def _start(self) -> None:
