@@ -1,10 +1,12 @@
 """`pykata monitor [--listen ADDR:PORT]`: a Prometheus endpoint for every running sandbox.
 
 On each scrape of `/metrics` it finds the running sandboxes (as `pykata inspect` does) and
-reads them in parallel, waiting at most `--deadline` seconds for all of them: a sandbox that
-is not read by then, or fails, counts one `pykata_monitor_scrape_errors_total` and is left
-out of that scrape; the scrape itself succeeds. Metric families follow Kata's
-(`kata_hypervisor_*` is `pykata_hypervisor_*`); docs/metrics.md has the mapping.
+reads them in parallel, waiting at most `--deadline` seconds for all of them. A sandbox not
+read by then, or whose records fail, is left out of that scrape; one whose guest did not
+answer is reported without the guest's figures; either counts one
+`pykata_monitor_scrape_errors_total`, and the scrape itself succeeds. Metric families
+follow Kata's (`kata_hypervisor_*` is `pykata_hypervisor_*`); docs/metrics.md has the
+mapping.
 """
 
 from __future__ import annotations
@@ -214,6 +216,9 @@ def guest_families(sandboxes: list[SandboxMetrics]) -> Iterator[Metric]:
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     host, port = parse_listen(args.listen)
+    if not 0 < args.deadline <= 60:
+        raise ConfigError("command line", "--deadline", args.deadline,
+                          "expected seconds above 0, at most 60")
     registry = CollectorRegistry()
     registry.register(SandboxCollector(cfg.runtime.state_dir, args.deadline))
     server, thread = start_http_server(port, host, registry)
