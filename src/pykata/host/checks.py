@@ -17,8 +17,7 @@ from pykata.domain.checks import HostReport, NumaNode, QemuCaps, Tool
 from pykata.domain.config import Config
 from pykata.domain.cpuset import CpuSet
 from pykata.domain.errors import CpuSetError
-from pykata.host.facts import read_host_facts
-from pykata.plan.vm import image_path
+from pykata.host.facts import image_bytes, read_host_facts
 
 KVM_MODULES = ("kvm", "kvm_intel", "kvm_amd", "kvm_pvm")
 DEVICES = ("/dev/kvm", "/dev/vhost-vsock", "/dev/vhost-net", "/dev/net/tun")
@@ -149,12 +148,6 @@ def read_host_report(cfg: Config) -> HostReport:
         cgroup=parse_cgroup_mounts(_read(Path("/proc/self/mountinfo"))),
         numa=read_numa(),
         euid=os.geteuid(),
-        image_bytes=_size(image_path(cfg)),
+        image_bytes=image_bytes(cfg),
     )
 
-
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size if path else 0
-    except OSError:
-        return 0

@@ -7,9 +7,11 @@ import fcntl
 import os
 from pathlib import Path
 
+from pykata.domain.config import Config
 from pykata.domain.errors import TopologyError
 from pykata.domain.host import NO_TOPOLOGY, HostFacts
 from pykata.host.topology import read_topology
+from pykata.plan.vm import image_path
 
 _KVM_GET_API_VERSION = 0xAE00
 _KVM_API_VERSION = 12
@@ -92,3 +94,12 @@ def read_sysfs_sizes(root: str) -> tuple[int, int]:
     if not kib:
         raise HostError(f"--sysfs-root {root}: no MemTotal in devices/system/node/node*/meminfo")
     return cpus, kib // 1024
+
+
+def image_bytes(cfg: Config) -> int:
+    """The size of the DAX guest image `cfg` asks for (0: none, or unreadable)."""
+    path = image_path(cfg)
+    try:
+        return os.stat(path).st_size if path else 0
+    except OSError:
+        return 0

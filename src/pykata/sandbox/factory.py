@@ -24,6 +24,7 @@ from typing import Any
 
 from pykata.domain.config import Config
 from pykata.domain.errors import HostError, VmmError
+from pykata.host.facts import image_bytes
 from pykata.host.qemu_caps import qemu_devices
 from pykata.plan.sandbox import SandboxRequest, plan_template_vm
 from pykata.plan.template import (
@@ -44,7 +45,6 @@ from pykata.plan.template import (
 )
 from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.request import (
-    image_bytes,
     read_facts,
     template_failure,
     template_files,

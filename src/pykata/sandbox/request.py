@@ -26,7 +26,7 @@ from pykata.domain.limits import Limits
 from pykata.host import netns
 from pykata.host.cgroups import read_layout
 from pykata.host.config_files import load_config
-from pykata.host.facts import read_host_facts, read_sysfs_sizes
+from pykata.host.facts import image_bytes, read_host_facts, read_sysfs_sizes
 from pykata.host.qemu_caps import binary_key, qemu_devices
 from pykata.plan.cgroups import spec_cgroups_path
 from pykata.plan.guest_spec import check_host_namespaces
@@ -106,15 +106,6 @@ def template_files(cfg: Config) -> FileIds | None:
         with contextlib.suppress(OSError):
             guest[path] = binary_key(path)
     return FileIds(qemu, guest)
-
-
-def image_bytes(cfg: Config) -> int:
-    """The size of the DAX image `cfg` asks for (0: none, or unreadable)."""
-    path = image_path(cfg)
-    try:
-        return os.stat(path).st_size if path else 0
-    except OSError:
-        return 0
 
 
 def template_manifest(path: str) -> dict[str, Any] | None:
