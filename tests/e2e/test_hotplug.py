@@ -105,7 +105,7 @@ def test_virtio_mem_grows_and_shrinks(pykata: Pykata, tmp_path: Path) -> None:
     kinds = {k: sum(h.counts) for k, h in sandbox.stats.hotplug.items()}
     assert kinds["cpu+virtio-mem/grow"] == 1 and kinds.get("virtio-mem/shrink", 0) + \
         kinds.get("cpu+virtio-mem/shrink", 0) == 1, kinds
-    assert sandbox.stats.size == size
+    assert sandbox.owner_figures()["size"] == list(size)
 
 
 def test_static_boots_full_size_and_never_hotplugs(pykata: Pykata, tmp_path: Path) -> None:

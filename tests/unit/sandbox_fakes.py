@@ -229,7 +229,7 @@ class FakeEffects:
         stack.callback(self.log.append, "-port forward")
 
     async def serve_metrics(self, stack: contextlib.AsyncExitStack, agent: FakeAgent,
-                            state_dir: str, stats: object) -> None:
+                            state_dir: str, figures: object) -> None:
         self.step("serve metrics")
         stack.callback(self.log.append, "-serve metrics")
 

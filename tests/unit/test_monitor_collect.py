@@ -72,11 +72,11 @@ GUEST = {
 
 
 def _owner_figures() -> dict[str, Any]:
-    stats = OwnerStats(ready_s=0.8, boot="clone", size=(2, 2560))
+    stats = OwnerStats(ready_s=0.8)
     stats.resized("cpu", "grow", 0.7)
     stats.resized("cpu", "grow", 0.8)
     stats.answered("Create", 120.0)
-    return stats.to_json()
+    return {**stats.to_json(), "boot": "clone", "size": [2, 2560]}
 
 
 OWNER = _owner_figures()

@@ -176,7 +176,8 @@ def test_a_clone_restores_then_gets_the_pods_devices(tmp_path: Path) -> None:
         sandbox = Sandbox(_clone_plan(tmp_path), as_effects(fx))
         await sandbox.start()
         assert sandbox.plan.boot == "clone"
-        assert sandbox.stats.boot == "clone" and sandbox.stats.ready_s is not None
+        figures = sandbox.owner_figures()
+        assert figures["boot"] == "clone" and figures["ready_s"] is not None
         await sandbox.stop()
 
     asyncio.run(main())

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from pykata.domain.config import Config
@@ -33,7 +33,6 @@ from pykata.sandbox.agent_client import AgentClient
 from pykata.sandbox.leftovers import record_owner
 from pykata.sandbox.metrics_server import serve_metrics
 from pykata.sandbox.network import attach_network
-from pykata.sandbox.owner_stats import OwnerStats
 from pykata.sandbox.portforward import PortForwarder
 from pykata.transport.ttrpc_aio import TtrpcClient
 from pykata.vmm import clone
@@ -140,7 +139,8 @@ class Effects(Protocol):
                            plan: SandboxPlan) -> None: ...
 
     async def serve_metrics(self, stack: contextlib.AsyncExitStack, agent: AgentClient,
-                            state_dir: str, stats: OwnerStats) -> None: ...
+                            state_dir: str, figures: Callable[[], dict[str, Any]]
+                            ) -> None: ...
 
 
 class RealEffects:
@@ -226,5 +226,5 @@ class RealEffects:
                             plan.state_dir).start(stack)
 
     async def serve_metrics(self, stack: contextlib.AsyncExitStack, agent: AgentClient,
-                            state_dir: str, stats: OwnerStats) -> None:
-        await serve_metrics(stack, agent, state_dir, stats)
+                            state_dir: str, figures: Callable[[], dict[str, Any]]) -> None:
+        await serve_metrics(stack, agent, state_dir, figures)

@@ -13,23 +13,24 @@ import asyncio
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from pykata.domain.errors import PykataError
 from pykata.sandbox.agent_client import AgentClient
-from pykata.sandbox.owner_stats import OwnerStats
 
 METRICS_SOCKET = "metrics.sock"
 ANSWER_S = 5.0
 
 
 async def serve_metrics(stack: contextlib.AsyncExitStack, agent: AgentClient,
-                        state_dir: str, stats: OwnerStats) -> None:
-    """Serve until `stack` closes; the socket file goes with it."""
+                        state_dir: str, figures: Callable[[], dict[str, Any]]) -> None:
+    """Serve until `stack` closes; the socket file goes with it. `figures`: the owner's
+    own, as they are at each request."""
     path = os.path.join(state_dir, METRICS_SOCKET)
 
     async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        doc: dict[str, Any] = {"owner": stats.to_json()}
+        doc: dict[str, Any] = {"owner": figures()}
         try:
             doc["guest"] = await asyncio.wait_for(agent.metrics_files(), ANSWER_S)
         except (PykataError, OSError, TimeoutError) as exc:

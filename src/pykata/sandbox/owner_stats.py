@@ -38,8 +38,6 @@ class Histogram:
 @dataclass
 class OwnerStats:
     ready_s: float | None = None     # start() until the pod was attached
-    boot: str = ""                   # "cold" or "clone": how it became ready
-    size: tuple[int, int] | None = None  # (vCPUs, MiB) now, after the last resize
     hotplug: dict[str, Histogram] = field(default_factory=dict)  # "op/direction" -> times
     rpc: dict[str, Histogram] = field(default_factory=dict)  # a shim's method -> ms
 
@@ -50,8 +48,7 @@ class OwnerStats:
         self.rpc.setdefault(method, Histogram(RPC_BUCKETS_MS)).observe(milliseconds)
 
     def to_json(self) -> dict[str, Any]:
-        return {"ready_s": self.ready_s, "boot": self.boot,
-                "size": list(self.size) if self.size else None,
+        return {"ready_s": self.ready_s,
                 "hotplug": {k: h.to_json() for k, h in self.hotplug.items()},
                 "rpc": {k: h.to_json() for k, h in self.rpc.items()}}
 

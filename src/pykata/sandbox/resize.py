@@ -72,7 +72,6 @@ class Resizer:
         reasons = target.reasons + plan.reasons
         if not plan.steps:
             self.size = ResizeTarget(plan.vcpus, plan.memory_mib, reasons)
-            self.stats.size = (plan.vcpus, plan.memory_mib)
             return self.size
         log.info("resize to %d vCPUs, %d MiB: %s", plan.vcpus, plan.memory_mib,
                  "; ".join(map(str, plan.steps)))
@@ -97,7 +96,6 @@ class Resizer:
         self.stats.resized(*resize_kind(self.sizing.memory_hotplug, before,
                                         (plan.vcpus, plan.memory_mib)),
                            time.monotonic() - started)
-        self.stats.size = (plan.vcpus, plan.memory_mib)
         return self.size
 
 

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pykata.domain import ids
 from pykata.domain.config import Config
@@ -136,8 +137,7 @@ class Sandbox:
         except BaseException:
             await self.stop()
             raise
-        self.stats.ready_s, self.stats.boot = time.monotonic() - started, self.plan.boot
-        self.stats.size = self.stats.size or (self.size.vcpus, self.size.memory_mib)
+        self.stats.ready_s = time.monotonic() - started
         self._move("start sandbox", SandboxState.RUNNING)
 
     async def _start(self) -> None:
@@ -271,7 +271,14 @@ class Sandbox:
             if self.sandbox_plan.port_forward:
                 await self._fx.port_forward(self._stack, self._agent, self.sandbox_plan)
         await self._place_vcpus([self._workload])
-        await self._fx.serve_metrics(self._stack, self._agent, self.state_dir, self.stats)
+        await self._fx.serve_metrics(self._stack, self._agent, self.state_dir,
+                                     self.owner_figures)
+
+    def owner_figures(self) -> dict[str, Any]:
+        """What `pykata monitor` gets from this sandbox's owner: its measurements, how it
+        booted, and its size now."""
+        return {**self.stats.to_json(), "boot": self.plan.boot,
+                "size": [self.size.vcpus, self.size.memory_mib]}
 
     def _record_plan(self) -> None:
         """What `pykata inspect` shows beside what it reads live."""
